@@ -1,0 +1,46 @@
+# eagle: every target bootstraps its own virtualenv from pyproject.toml.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit protos check-protos bench bench-quick soak clean venv
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench,prometheus]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m eagle.demo
+
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+check-protos: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
+
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m ruff format --check src tests benchmarks scripts
+
+typecheck: $(STAMP)
+	$(PY) -m mypy --strict src/eagle
+
+test: $(STAMP) check-protos lint typecheck
+	$(PY) -m pytest -ra -q tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
+
+soak: $(STAMP)
+	$(PY) -m pytest -ra -q tests/soak --soak
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

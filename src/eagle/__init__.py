@@ -1,0 +1,49 @@
+"""eagle: health-aware, fault-tolerant drop-in gRPC channels over replicated services.
+
+>>> import eagle
+>>> ch = eagle.insecure_channel("10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379")  # doctest: +SKIP
+>>> ch.status()["10.0.0.1:2379"].state  # doctest: +SKIP
+<State.SERVING: 'SERVING'>
+"""
+
+from __future__ import annotations
+
+from . import aio
+from ._sync.channel import Channel, insecure_channel, secure_channel
+from .config import Config, load_config
+from .core.pickers import (
+    CallInfo,
+    CallOutcome,
+    PickContext,
+    Picker,
+    available_pickers,
+    register_picker,
+)
+from .core.status import EndpointStatus, State, StatusSnapshot, Transition
+from .endpoints import Endpoint, parse_endpoints
+from .errors import EagleRpcError, OutcomeUnknownError
+
+__all__ = [
+    "CallInfo",
+    "CallOutcome",
+    "Channel",
+    "Config",
+    "EagleRpcError",
+    "Endpoint",
+    "EndpointStatus",
+    "OutcomeUnknownError",
+    "PickContext",
+    "Picker",
+    "State",
+    "StatusSnapshot",
+    "Transition",
+    "aio",
+    "available_pickers",
+    "insecure_channel",
+    "load_config",
+    "parse_endpoints",
+    "register_picker",
+    "secure_channel",
+]
+
+__version__ = "0.1.0"

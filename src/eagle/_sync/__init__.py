@@ -1,0 +1,1 @@
+"""The synchronous channel shell (grpc sync I/O only)."""

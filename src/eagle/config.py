@@ -1,0 +1,417 @@
+"""eagle's configuration: frozen dataclasses, loaded from a dict, JSON/TOML file or env.
+
+Every key and value is validated; errors are ``ValueError`` naming the key path, e.g.
+``retry.max_attempts: must be 1..5, got 9``. Durations are seconds. The defaults and
+where each comes from are documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .endpoints import parse_endpoint
+
+__all__ = [
+    "Config",
+    "EtcdMembershipConfig",
+    "HealthConfig",
+    "HedgingConfig",
+    "KeepaliveConfig",
+    "MembershipConfig",
+    "OutlierConfig",
+    "PolicyConfig",
+    "RetryBudgetConfig",
+    "RetryConfig",
+    "load_config",
+]
+
+GRPC_STATUS_NAMES = frozenset(
+    {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    }
+)
+
+
+def _dur(default: float | None, *, optional: bool = False, allow_zero: bool = False) -> Any:
+    """A duration field in seconds: > 0 (or >= 0 with allow_zero), optionally null."""
+    return field(
+        default=default,
+        metadata={"kind": "duration", "optional": optional, "allow_zero": allow_zero},
+    )
+
+
+def _num(default: float | int, lo: float, hi: float) -> Any:
+    return field(default=default, metadata={"kind": "range", "lo": lo, "hi": hi})
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata={"kind": "choice", "choices": choices})
+
+
+def _codes(*default: str) -> Any:
+    return field(default=tuple(default), metadata={"kind": "codes"})
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Active health probing (``grpc.health.v1.Health/Check``).
+
+    Defaults detect a frozen member within about 1.5 s: a probe every 0.5 s, each with a
+    0.4 s deadline, two misses in a row mark it UNREACHABLE.
+    """
+
+    service: str = ""
+    interval: float = _dur(0.5)
+    timeout: float = _dur(0.4)
+    unhealthy_threshold: int = _num(2, 1, 100)
+    healthy_threshold: int = _num(2, 1, 100)
+    jitter: float = _num(0.1, 0.0, 0.5)
+
+
+@dataclass(frozen=True)
+class RetryBudgetConfig:
+    """Retries may add ``ratio`` of calls plus ``min_per_second`` (Finagle, Linkerd)."""
+
+    ratio: float = _num(0.2, 0.0, 10.0)
+    min_per_second: float = _num(10.0, 0.0, 1e6)
+    window: float = _dur(10.0)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retries across members. ``mode``: ``eagle`` (default), ``grpc`` or ``off``."""
+
+    mode: str = _choice("eagle", "eagle", "grpc", "off")
+    max_attempts: int = _num(3, 1, 5)
+    initial_backoff: float = _dur(0.025)
+    multiplier: float = _num(2.0, 1.0, 100.0)
+    max_backoff: float = _dur(1.0)
+    jitter: float = _num(0.2, 0.0, 1.0)
+    retryable_codes: tuple[str, ...] = _codes("UNAVAILABLE")
+    per_try_timeout: float | None = _dur(None, optional=True)
+    idempotent_methods: tuple[str, ...] = ()
+    budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
+
+
+@dataclass(frozen=True)
+class HedgingConfig:
+    """Hedged requests for idempotent methods; off while ``delay`` is null."""
+
+    delay: float | None = _dur(None, optional=True)
+    max_attempts: int = _num(2, 2, 5)
+
+
+@dataclass(frozen=True)
+class OutlierConfig:
+    """Passive outlier ejection fed by real call outcomes (gRPC A50, Envoy, Finagle)."""
+
+    enabled: bool = True
+    interval: float = _dur(10.0)
+    consecutive_failures: int = _num(5, 1, 1_000_000)
+    failure_percentage: float = _num(85.0, 0.0, 100.0)
+    minimum_requests: int = _num(50, 1, 1_000_000)
+    minimum_hosts: int = _num(5, 1, 1_000_000)
+    base_ejection_time: float = _dur(30.0)
+    max_ejection_time: float = _dur(300.0)
+    max_ejection_percent: float = _num(10.0, 0.0, 100.0)
+    failure_codes: tuple[str, ...] = _codes(
+        "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "DATA_LOSS"
+    )
+
+
+@dataclass(frozen=True)
+class KeepaliveConfig:
+    """HTTP/2 keepalive on each sub-channel.
+
+    ``time`` defaults to 300 s, the floor a default gRPC server enforces (etcd's is 5 s),
+    so quiet streams never draw a ``too_many_pings`` GOAWAY. Frozen members are the
+    prober's job, not keepalive's. ``timeout`` also sets ``grpc.http2.ping_timeout_ms``.
+    """
+
+    time: float | None = _dur(300.0, optional=True)
+    timeout: float = _dur(20.0)
+    permit_without_calls: bool = False
+
+
+@dataclass(frozen=True)
+class EtcdMembershipConfig:
+    """Settings of the ``etcd`` membership provider."""
+
+    require_leader: bool = False
+    max_term_lag: int = _num(1, 0, 1_000_000)
+    max_applied_lag: int = _num(1000, 0, 1 << 62)
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """Membership-aware health: ``provider`` is ``eagle``, ``etcd`` or null (off)."""
+
+    provider: str | None = None
+    timeout: float = _dur(0.5)
+    discover: bool = False
+    max_term_lag: int = _num(1, 0, 1_000_000)
+    max_applied_lag: int = _num(1000, 0, 1 << 62)
+    etcd: EtcdMembershipConfig = field(default_factory=EtcdMembershipConfig)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which picker to use, by registered name, and its options."""
+
+    name: str = "round_robin"
+    weights: Mapping[str, float] = field(default_factory=dict)
+    decay: float = _dur(10.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    """All of eagle's settings. Build with :func:`load_config` or ``Config.from_dict``."""
+
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    panic_threshold: float = _num(0.5, 0.0, 1.0)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    hedging: HedgingConfig = field(default_factory=HedgingConfig)
+    outlier: OutlierConfig = field(default_factory=OutlierConfig)
+    keepalive: KeepaliveConfig = field(default_factory=KeepaliveConfig)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    channel_options: Mapping[str, int | str] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Build and validate a config from a JSON-shaped mapping."""
+        built: Config = _build(cls, _normalise_top(data), "")
+        return built
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a JSON-shaped dict (round-trips through ``from_dict``)."""
+        out: dict[str, Any] = _to_plain(self)
+        return out
+
+
+_PROVIDERS = ("eagle", "etcd")
+
+
+def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept the short forms ``"policy": "p2c"`` and ``"membership": "etcd"``."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"config: expected a mapping, got {type(data).__name__}")
+    out = dict(data)
+    if isinstance(out.get("policy"), str):
+        out["policy"] = {"name": out["policy"]}
+    mem = out.get("membership")
+    if mem is None and "membership" in out:
+        out["membership"] = {}
+    elif isinstance(mem, str):
+        if mem not in _PROVIDERS:
+            raise ValueError(f"membership: must be null, 'eagle' or 'etcd', got {mem!r}")
+        out["membership"] = {"provider": mem}
+    elif isinstance(mem, Mapping):
+        mem = dict(mem)
+        # {"etcd": {...}} alone means provider etcd
+        if "provider" not in mem:
+            named = [p for p in _PROVIDERS if p in mem]
+            if len(named) == 1:
+                mem["provider"] = named[0]
+            if "eagle" in mem:
+                extra = mem.pop("eagle")
+                if extra not in ({}, None):
+                    raise ValueError("membership.eagle: takes no settings")
+        out["membership"] = mem
+    return out
+
+
+def _fail(path: str, msg: str) -> ValueError:
+    return ValueError(f"{path}: {msg}")
+
+
+def _check_value(f: dataclasses.Field[Any], hint: Any, value: Any, path: str) -> Any:
+    meta = f.metadata
+    kind = meta.get("kind")
+    if kind == "duration":
+        if value is None:
+            if meta.get("optional"):
+                return None
+            raise _fail(path, "must be a duration in seconds, got null")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(path, f"must be a duration in seconds, got {value!r}")
+        if not math.isfinite(value):
+            raise _fail(path, f"must be a finite duration, got {value!r}")
+        if value < 0 or (value == 0 and not meta.get("allow_zero")):
+            raise _fail(path, f"must be a positive duration in seconds, got {value!r}")
+        return float(value)
+    if kind == "range":
+        lo, hi = meta["lo"], meta["hi"]
+        want_int = hint is int
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(path, f"must be a number {lo}..{hi}, got {value!r}")
+        if want_int and not (isinstance(value, int) or float(value).is_integer()):
+            raise _fail(path, f"must be a whole number {lo}..{hi}, got {value!r}")
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise _fail(path, f"must be {lo}..{hi}, got {value!r}")
+        return int(value) if want_int else float(value)
+    if kind == "choice":
+        if value not in meta["choices"]:
+            raise _fail(path, f"must be one of {', '.join(meta['choices'])}; got {value!r}")
+        return value
+    if kind == "codes":
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise _fail(path, f"must be a list of gRPC status code names, got {value!r}")
+        codes = []
+        for code in value:
+            name = code.upper() if isinstance(code, str) else code
+            if name not in GRPC_STATUS_NAMES or name == "OK":
+                raise _fail(path, f"unknown gRPC status code {code!r}")
+            codes.append(name)
+        return tuple(codes)
+    # plain types
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, Mapping):
+            raise _fail(path, f"must be a mapping, got {value!r}")
+        return _build(hint, value, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _fail(path, f"must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise _fail(path, f"must be a string, got {value!r}")
+        return value
+    if hint == (str | None):
+        if value is not None and value not in _PROVIDERS:
+            raise _fail(path, f"must be null, 'eagle' or 'etcd', got {value!r}")
+        return value
+    if hint == tuple[str, ...]:
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise _fail(path, f"must be a list of strings, got {value!r}")
+        for item in value:
+            if not isinstance(item, str) or not item:
+                raise _fail(path, f"must be a list of non-empty strings, got {item!r}")
+        return tuple(value)
+    if hint == Mapping[str, float]:
+        if not isinstance(value, Mapping):
+            raise _fail(path, f"must be a mapping of endpoint to weight, got {value!r}")
+        weights: dict[str, float] = {}
+        for k, w in value.items():
+            try:
+                parse_endpoint(k)
+            except ValueError as exc:
+                raise _fail(f"{path}.{k}", str(exc)) from None
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < math.inf:
+                raise _fail(f"{path}.{k}", f"weight must be a positive number, got {w!r}")
+            weights[k] = float(w)
+        return types.MappingProxyType(weights)
+    if hint == Mapping[str, int | str]:
+        if not isinstance(value, Mapping):
+            raise _fail(path, f"must be a mapping of grpc channel options, got {value!r}")
+        opts: dict[str, int | str] = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int | str):
+                raise _fail(f"{path}.{k}", f"must be an int or string, got {v!r}")
+            opts[k] = v
+        return types.MappingProxyType(opts)
+    raise AssertionError(f"unhandled config type {hint!r} at {path}")  # pragma: no cover
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise _fail(prefix or "config", f"must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            known = ", ".join(sorted(fields))
+            raise ValueError(f"{where}: unknown config key (known keys: {known})")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        path = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _check_value(fields[name], hints[name], value, path)
+    obj = cls(**kwargs)
+    _cross_check(obj, prefix)
+    return obj
+
+
+def _cross_check(obj: Any, prefix: str) -> None:
+    p = f"{prefix}." if prefix else ""
+    if isinstance(obj, HealthConfig) and obj.timeout > obj.interval * 10:
+        raise ValueError(f"{p}timeout: must not exceed 10 x interval, got {obj.timeout}")
+    if isinstance(obj, RetryConfig) and obj.max_backoff < obj.initial_backoff:
+        raise ValueError(
+            f"{p}max_backoff: must be >= initial_backoff ({obj.initial_backoff}), "
+            f"got {obj.max_backoff}"
+        )
+    if isinstance(obj, OutlierConfig) and obj.max_ejection_time < obj.base_ejection_time:
+        raise ValueError(
+            f"{p}max_ejection_time: must be >= base_ejection_time ({obj.base_ejection_time}), "
+            f"got {obj.max_ejection_time}"
+        )
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def load_config(source: Config | Mapping[str, Any] | str | os.PathLike[str] | None) -> Config:
+    """Turn any accepted config source into a validated :class:`Config`.
+
+    ``source`` may be a ``Config``, a JSON-shaped dict, or a path to a ``.json`` or
+    ``.toml`` file. ``None`` reads the file named by ``EAGLE_CONFIG`` when that is set,
+    otherwise gives the defaults.
+    """
+    if isinstance(source, Config):
+        return source
+    if source is None:
+        env = os.environ.get("EAGLE_CONFIG")
+        if not env:
+            return Config()
+        source = env
+    if isinstance(source, str | os.PathLike):
+        path = pathlib.Path(source)
+        suffix = path.suffix.lower()
+        if suffix not in (".json", ".toml"):
+            raise ValueError(f"config file {str(path)!r}: must end in .json or .toml")
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"config file {str(path)!r}: cannot read: {exc.strerror}") from None
+        try:
+            data = json.loads(text) if suffix == ".json" else tomllib.loads(text.decode())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"config file {str(path)!r}: not valid {suffix[1:]}: {exc}") from None
+        return Config.from_dict(data)
+    if isinstance(source, Mapping):
+        return Config.from_dict(source)
+    raise ValueError(f"config: expected a Config, dict or file path, got {type(source).__name__}")

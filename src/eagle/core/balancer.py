@@ -1,0 +1,399 @@
+"""The balancer ties the sans-IO core together: status table, probes, picking, outcomes.
+
+Both channel shells (sync and asyncio) own one :class:`Balancer` and only do I/O around
+it: they ask it which members to probe, report probe results, ask for a member per
+attempt, report the outcome, and ask whether to retry.
+
+State is mutated under one lock; ``on_change`` callbacks run after it is released.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence, Set
+from dataclasses import dataclass, replace
+
+from ..config import Config
+from ..endpoints import Endpoint
+from .health import HealthRecord, ProbeOutcome
+from .membership import MemberView, Verdict, judge_views
+from .outlier import OutlierDetector
+from .pickers import (
+    CallInfo,
+    CallOutcome,
+    LoadTracker,
+    PickContext,
+    Picker,
+    candidates_for,
+    get_picker,
+)
+from .retry import AttemptPlan, RetryBudget, is_idempotent
+from .status import EndpointStatus, State, StatusSnapshot, Transition
+
+__all__ = ["Balancer", "Stats"]
+
+log = logging.getLogger("eagle.balancer")
+
+Listener = Callable[[Transition], None]
+
+
+@dataclass
+class Stats:
+    """Counters the balancer keeps (read by metrics and benchmarks)."""
+
+    picks: int = 0
+    attempts: int = 0
+    retries: int = 0
+    budget_refusals: int = 0
+    ejections: int = 0
+    no_member: int = 0
+    stream_moves: int = 0
+
+
+class _Member:
+    __slots__ = ("health", "key", "probing", "since", "state", "status_extra", "view")
+
+    def __init__(self, key: str, health: HealthRecord, now: float) -> None:
+        self.key = key
+        self.health = health
+        self.state = State.UNKNOWN
+        self.since = now
+        self.probing = False
+        self.view: MemberView | None = None
+        self.status_extra: Verdict | None = None
+
+
+class Balancer:
+    """One channel's view of its members and every decision made from it."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._lock = threading.RLock()
+        self._builder = get_picker(config.policy.name)
+        now = clock()
+        self._members: dict[str, _Member] = {}
+        self._endpoints: dict[str, Endpoint] = {}
+        self._listeners: list[Listener] = []
+        self._version = 1
+        self._picker: Picker | None = None
+        self._picker_version = 0
+        self.load = LoadTracker(config.policy.decay, clock)
+        self.budget = RetryBudget(config.retry.budget, clock)
+        self.stats = Stats()
+        self._due: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self._verdicts: dict[str, Verdict] = {}
+        self._leader: str | None = None
+        for ep in endpoints:
+            self._add(ep, now)
+        self.outlier = OutlierDetector(config.outlier, self._members, now)
+        self._track_load = False
+        self._retry_off = config.retry.mode == "off"
+        self._idempotent_cache: dict[str, bool] = {}
+
+    # ------------------------------------------------------------------ members
+    def _add(self, ep: Endpoint, now: float) -> None:
+        h = self.config.health
+        self._members[ep.raw] = _Member(
+            ep.raw, HealthRecord(h.unhealthy_threshold, h.healthy_threshold), now
+        )
+        self._endpoints[ep.raw] = ep
+        self._schedule(ep.raw, now)
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The current members, in order."""
+        return tuple(self._endpoints.values())
+
+    def update_endpoints(self, endpoints: Sequence[Endpoint]) -> tuple[list[str], list[str]]:
+        """Change the member set; members that stay keep their state. Returns (added, removed)."""
+        now = self.clock()
+        with self._lock:
+            new = {ep.raw: ep for ep in endpoints}
+            removed = [k for k in self._members if k not in new]
+            added = [k for k in new if k not in self._members]
+            for k in removed:
+                del self._members[k]
+                del self._endpoints[k]
+                self._verdicts.pop(k, None)
+            for k in added:
+                self._add(new[k], now)
+            # keep the given order
+            self._endpoints = {k: self._endpoints[k] for k in new}
+            self._members = {k: self._members[k] for k in new}
+            self.outlier.set_endpoints(self._members)
+            if added or removed:
+                self._version += 1
+        return added, removed
+
+    # ---------------------------------------------------------------- listeners
+    def on_change(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(transition)`` on every state change; returns an unsubscribe function."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _fire(self, transitions: list[Transition]) -> None:
+        if not transitions:
+            return
+        listeners = list(self._listeners)
+        for t in transitions:
+            log.info("%s", t)
+            for cb in listeners:
+                try:
+                    cb(t)
+                except Exception:
+                    log.exception("eagle on_change callback %r failed", cb)
+
+    # -------------------------------------------------------------------- state
+    @property
+    def version(self) -> int:
+        """Increases on every change of any member's effective state or of the member set."""
+        return self._version
+
+    def _effective(self, m: _Member, now: float) -> tuple[State, str]:
+        if self.outlier.ejected(m.key, now):
+            return State.EJECTED, "ejected by outlier detection"
+        verdict = self._verdicts.get(m.key)
+        health = m.health.state
+        if verdict is not None and verdict.partitioned and health is State.SERVING:
+            return State.PARTITIONED, verdict.reason
+        return health, m.health.last_error or "probe"
+
+    def _refresh(self, m: _Member, now: float, out: list[Transition], why: str = "") -> None:
+        new, reason = self._effective(m, now)
+        if new is not m.state:
+            out.append(Transition(m.key, m.state, new, now, why or reason))
+            m.state = new
+            m.since = now
+            self._version += 1
+
+    def snapshot(self) -> StatusSnapshot:
+        """An immutable snapshot of every member's status."""
+        with self._lock:
+            items = {k: self._status(m) for k, m in self._members.items()}
+            return StatusSnapshot(items, self._version)
+
+    def _status(self, m: _Member) -> EndpointStatus:
+        h = m.health
+        v = self._verdicts.get(m.key)
+        view = m.view
+        return EndpointStatus(
+            endpoint=m.key,
+            state=m.state,
+            since=m.since,
+            health=h.state,
+            last_probe=h.last_probe,
+            last_latency=h.last_latency,
+            consecutive_failures=h.consecutive_failures,
+            last_error=(v.reason if v is not None and v.partitioned else h.last_error),
+            ejected_until=self.outlier.ejected_until(m.key),
+            times_ejected=self.outlier.times_ejected(m.key),
+            leader=view.leader_id if view else None,
+            term=view.term if view else None,
+            member_id=view.member_id if view else None,
+            verdict=v.reason if v is not None else None,
+        )
+
+    # ------------------------------------------------------------------- probes
+    def _schedule(self, key: str, at: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._due, (at, self._seq, key))
+
+    def due_probes(self, now: float) -> list[str]:
+        """Members whose probe is due at ``now`` (marked in flight). Never returns one twice
+        while its probe is in flight; the next probe is planned ``interval`` +- jitter after
+        the previous due time (no drift)."""
+        h = self.config.health
+        out: list[str] = []
+        with self._lock:
+            due = self._due
+            while due and due[0][0] <= now:
+                at, _, key = heapq.heappop(due)
+                m = self._members.get(key)
+                if m is None:
+                    continue  # removed member
+                nxt = at + h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
+                if nxt <= now:
+                    nxt = now + h.interval * self.rng.random()
+                self._schedule(key, nxt)
+                if not m.probing:
+                    m.probing = True
+                    out.append(key)
+        return out
+
+    def next_probe_at(self) -> float | None:
+        """When the next probe falls due (None without members)."""
+        with self._lock:
+            return self._due[0][0] if self._due else None
+
+    def on_probe(self, key: str, outcome: ProbeOutcome) -> None:
+        """Fold in the result of a health probe of ``key``."""
+        now = self.clock()
+        out: list[Transition] = []
+        with self._lock:
+            m = self._members.get(key)
+            if m is None:
+                return
+            m.probing = False
+            m.health.apply(outcome, now)
+            self._refresh(m, now, out)
+        self._fire(out)
+
+    def on_view(self, key: str, view: MemberView | None, error: str | None = None) -> None:
+        """Fold in a membership view (or the error fetching it) and re-judge all members."""
+        now = self.clock()
+        out: list[Transition] = []
+        with self._lock:
+            m = self._members.get(key)
+            if m is None:
+                return
+            m.view = view
+            views = {k: mm.view for k, mm in self._members.items()}
+            errors = {key: error} if error else {}
+            verdicts, leader = judge_views(views, errors, self.config.membership)
+            self._verdicts = verdicts
+            if leader != self._leader:
+                self._leader = leader
+                self._version += 1
+            for mm in self._members.values():
+                self._refresh(mm, now, out)
+        self._fire(out)
+
+    def tick(self, now: float | None = None) -> None:
+        """Time-driven work: end ejections that are up, run the outlier percentage rule."""
+        now = self.clock() if now is None else now
+        out: list[Transition] = []
+        with self._lock:
+            new, ended = self.outlier.sweep(now)
+            for ej in new:
+                self.stats.ejections += 1
+                self._refresh(self._members[ej.endpoint], now, out, ej.reason)
+            for key in ended:
+                m = self._members.get(key)
+                if m is not None:
+                    self._refresh(m, now, out, "ejection time is up")
+        self._fire(out)
+
+    # -------------------------------------------------------------------- calls
+    def _current_picker(self) -> Picker:
+        picker = self._picker
+        if picker is not None and self._picker_version == self._version:
+            return picker
+        with self._lock:
+            version = self._version
+            snap = StatusSnapshot({k: self._status(m) for k, m in self._members.items()}, version)
+            cands, panic = candidates_for(snap, self.config.panic_threshold)
+            ctx = PickContext(
+                snapshot=snap,
+                candidates=cands,
+                panic=panic,
+                weights=self.config.policy.weights,
+                load=self.load,
+                rng=self.rng,
+                leader=self._leader,
+            )
+            picker = self._builder(ctx)
+            self._track_load = picker.tracks_load
+            self._picker = picker
+            self._picker_version = version
+            return picker
+
+    def is_idempotent(self, method: str) -> bool:
+        """Whether config declares ``method`` idempotent (cached)."""
+        ans = self._idempotent_cache.get(method)
+        if ans is None:
+            ans = is_idempotent(method, self.config.retry.idempotent_methods)
+            self._idempotent_cache[method] = ans
+        return ans
+
+    def plan(self, method: str, deadline: float | None) -> AttemptPlan:
+        """Start a call: count it for the retry budget and return its attempt plan."""
+        self.budget.deposit()
+        cfg = self.config.retry
+        return AttemptPlan(
+            cfg, self.budget, self.rng, deadline, self.is_idempotent(method), cfg.max_attempts
+        )
+
+    def pick(self, method: str, exclude: Set[str] = frozenset()) -> str | None:
+        """Choose a member for one attempt, avoiding ``exclude`` when possible.
+
+        Returns None when no member can serve (see :meth:`describe_unavailable`).
+        """
+        picker = self._current_picker()
+        ep = picker.pick(CallInfo(method, exclude))
+        self.stats.picks += 1
+        if ep is None:
+            self.stats.no_member += 1
+        elif self._track_load:
+            self.load.start(ep)
+        return ep
+
+    def done(self, endpoint: str, code: str, latency: float) -> None:
+        """Report the outcome of one attempt (``code`` is the status name, "OK" on success)."""
+        picker = self._picker
+        if picker is not None:
+            if self._track_load:
+                self.load.finish(endpoint, latency)
+            picker.done(CallOutcome(endpoint, code, latency))
+        if not self.outlier.cfg.enabled:
+            return
+        failed = self.outlier.is_failure(code)
+        if not failed and code == "OK" and not self._consecutive_pending(endpoint):
+            return  # fast path: a success on a member with no failure streak
+        now = self.clock()
+        out: list[Transition] = []
+        with self._lock:
+            ej = self.outlier.record(endpoint, code, now)
+            if ej is not None:
+                self.stats.ejections += 1
+                m = self._members.get(endpoint)
+                if m is not None:
+                    self._refresh(m, now, out, ej.reason)
+        self._fire(out)
+
+    def _consecutive_pending(self, endpoint: str) -> bool:
+        return self.outlier.has_streak(endpoint)
+
+    def expected_latency(self, endpoint: str | None = None) -> float:
+        """Expected attempt latency (decayed peak EWMA; 0 when unknown)."""
+        if endpoint is None:
+            return 0.0
+        return self.load.latency(endpoint, self.clock())
+
+    def describe_unavailable(self) -> str:
+        """Error details for a call no member can serve: each endpoint and its state."""
+        return f"eagle: no member can serve the call: {self.snapshot().describe()}"
+
+    def note_retry(self, allowed: bool) -> None:
+        """Count a retry decision for stats."""
+        if allowed:
+            self.stats.retries += 1
+
+    def mark_stream_move(self) -> None:
+        """Count a stream ended by the watchdog."""
+        self.stats.stream_moves += 1
+
+    def with_status(self, key: str, **changes: object) -> EndpointStatus:
+        """A copy of ``key``'s status with ``changes`` (for tests and tools)."""
+        with self._lock:
+            return replace(self._status(self._members[key]), **changes)  # type: ignore[arg-type]

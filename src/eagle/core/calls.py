@@ -1,0 +1,185 @@
+"""The life of one call as a sans-IO state machine (the httpcore pattern).
+
+Both shells drive every call with the same loop::
+
+    drv = CallDriver(balancer, method, timeout, wait_for_ready)
+    while True:
+        step = drv.next_step()
+        if step.kind is SEND:     send to step.endpoint with deadline step.timeout
+                                  -> drv.succeeded() and return, or
+                                  -> drv.failed(code, details, trailing): True = loop again
+        elif step.kind is SLEEP:  sleep step.delay
+        elif step.kind is WAIT:   wait for the status table to change (up to step.delay)
+        else:                     raise an error with step.code and step.details
+
+so picking, retry and deadline logic exist once, here.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import TYPE_CHECKING
+
+from .health import never_reached
+from .retry import pushback_from
+
+if TYPE_CHECKING:
+    from .balancer import Balancer
+
+__all__ = ["FAIL", "SEND", "SLEEP", "WAIT", "CallDriver", "Step", "StepKind"]
+
+_EMPTY: frozenset[str] = frozenset()
+
+
+class StepKind(enum.Enum):
+    """What the shell must do next."""
+
+    SEND = 1
+    SLEEP = 2
+    WAIT = 3
+    FAIL = 4
+
+
+class Step:
+    """One instruction to the shell."""
+
+    __slots__ = ("code", "delay", "details", "endpoint", "kind", "timeout", "version")
+
+    def __init__(
+        self,
+        kind: StepKind,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+        delay: float = 0.0,
+        code: str = "",
+        details: str = "",
+        version: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.delay = delay
+        self.code = code
+        self.details = details
+        self.version = version
+
+
+SEND = StepKind.SEND
+SLEEP = StepKind.SLEEP
+WAIT = StepKind.WAIT
+FAIL = StepKind.FAIL
+
+#: how long one WAIT step lasts at most before the shell asks again
+WAIT_SLICE = 0.25
+
+
+class CallDriver:
+    """Decides, attempt by attempt, where a call goes and whether to try again."""
+
+    __slots__ = (
+        "_bal",
+        "_delay",
+        "_method",
+        "_wait",
+        "endpoint",
+        "plan",
+        "started",
+    )
+
+    def __init__(
+        self,
+        balancer: Balancer,
+        method: str,
+        timeout: float | None,
+        wait_for_ready: bool | None,
+        now: float | None = None,
+    ) -> None:
+        self._bal = balancer
+        self._method = method
+        self._wait = bool(wait_for_ready)
+        deadline = None if timeout is None else (time.monotonic() if now is None else now) + timeout
+        self.plan = balancer.plan(method, deadline)
+        self._delay = 0.0
+        self.endpoint: str | None = None
+        self.started = 0.0
+
+    @property
+    def deadline(self) -> float | None:
+        """The call's deadline on the monotonic clock, or None."""
+        return self.plan.deadline
+
+    def next_step(self, now: float | None = None) -> Step:
+        """What to do next: SEND, SLEEP, WAIT or FAIL."""
+        if self._delay > 0.0:
+            d = self._delay
+            self._delay = 0.0
+            return Step(SLEEP, delay=d)
+        plan = self.plan
+        if now is None:
+            now = time.monotonic()
+        ep = self._bal.pick(self._method, plan.tried or _EMPTY)
+        deadline = plan.deadline
+        if ep is None:
+            if self._wait:
+                left = None if deadline is None else deadline - now
+                if left is None or left > 0:
+                    return Step(
+                        WAIT,
+                        delay=WAIT_SLICE if left is None else min(left, WAIT_SLICE),
+                        version=self._bal.version,
+                    )
+                return Step(
+                    FAIL,
+                    code="DEADLINE_EXCEEDED",
+                    details="eagle: deadline passed waiting for a member: "
+                    + self._bal.snapshot().describe(),
+                )
+            return Step(FAIL, code="UNAVAILABLE", details=self._bal.describe_unavailable())
+        timeout = None
+        if deadline is not None or plan.cfg.per_try_timeout is not None:
+            timeout = plan.attempt_timeout(now)
+            if timeout is not None and timeout <= 0:
+                return Step(
+                    FAIL,
+                    code="DEADLINE_EXCEEDED",
+                    details=f"eagle: deadline exceeded after {plan.attempts} attempt(s)",
+                )
+        plan.begin(ep)
+        self.endpoint = ep
+        self.started = now
+        return Step(SEND, ep, timeout)
+
+    def succeeded(self, now: float | None = None) -> None:
+        """Report that the attempt in flight succeeded."""
+        ep = self.endpoint
+        if ep is not None:
+            self._bal.done(ep, "OK", (time.monotonic() if now is None else now) - self.started)
+
+    def failed(
+        self,
+        code: str,
+        details: str | None,
+        trailing: object = None,
+        now: float | None = None,
+        may_retry: bool = True,
+    ) -> bool:
+        """Report that the attempt in flight failed; True when the call should go on.
+
+        ``may_retry`` False reports the failure without retrying (e.g. a stream that has
+        already delivered messages).
+        """
+        ep = self.endpoint
+        if now is None:
+            now = time.monotonic()
+        if ep is not None:
+            self._bal.done(ep, code, now - self.started)
+        if not may_retry:
+            return False
+        pushback = pushback_from(trailing) if trailing else None
+        decision = self.plan.on_failure(code, not never_reached(code, details), now, pushback)
+        self._bal.note_retry(decision.retry)
+        if decision.retry:
+            self._delay = decision.delay
+            return True
+        return False

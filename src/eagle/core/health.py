@@ -1,0 +1,140 @@
+"""Active health: probe outcomes and the threshold rules that turn them into states."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .status import State
+
+__all__ = ["HealthRecord", "ProbeOutcome", "ProbeResult", "classify_probe", "never_reached"]
+
+# grpc.health.v1 HealthCheckResponse.ServingStatus values
+_SERVING = 1
+_NOT_SERVING = 2
+_SERVICE_UNKNOWN = 3
+
+
+class ProbeResult(enum.Enum):
+    """What one probe found."""
+
+    SERVING = "SERVING"
+    NOT_SERVING = "NOT_SERVING"
+    UNREACHABLE = "UNREACHABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOutcome:
+    """The outcome of one health probe."""
+
+    result: ProbeResult
+    latency: float
+    error: str | None = None
+
+
+def classify_probe(
+    code: str | None, serving_status: int | None, details: str | None, latency: float
+) -> ProbeOutcome:
+    """Map a health ``Check`` answer onto a :class:`ProbeOutcome`.
+
+    ``code`` is the gRPC status code name (None or "OK" on success), ``serving_status`` the
+    ``HealthCheckResponse.status`` value. UNIMPLEMENTED (no health service) counts as
+    SERVING, as in grpc-go's health client. SERVICE_UNKNOWN counts as NOT_SERVING; so does
+    an unknown enum value, which is also named in the error.
+    """
+    if code in (None, "OK"):
+        if serving_status == _SERVING:
+            return ProbeOutcome(ProbeResult.SERVING, latency)
+        if serving_status == _NOT_SERVING:
+            return ProbeOutcome(ProbeResult.NOT_SERVING, latency, "health: NOT_SERVING")
+        if serving_status == _SERVICE_UNKNOWN:
+            return ProbeOutcome(ProbeResult.NOT_SERVING, latency, "health: SERVICE_UNKNOWN")
+        return ProbeOutcome(
+            ProbeResult.NOT_SERVING, latency, f"health: unknown serving status {serving_status!r}"
+        )
+    if code == "UNIMPLEMENTED":
+        return ProbeOutcome(ProbeResult.SERVING, latency)
+    if code == "NOT_FOUND":
+        # grpcio's health servicer answers NOT_FOUND for a service it does not know
+        return ProbeOutcome(ProbeResult.NOT_SERVING, latency, "health: service unknown (NOT_FOUND)")
+    text = f"probe {code}"
+    if details:
+        text += f": {details}"
+    return ProbeOutcome(ProbeResult.UNREACHABLE, latency, text)
+
+
+_NEVER_REACHED_MARKS = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "name resolution",
+    "dns resolution",
+    "no such file or directory",  # unix socket gone
+    "channel is in state transient_failure",
+    "failed to pick subchannel",
+)
+
+
+def never_reached(code: str, details: str | None) -> bool:
+    """True when a failed attempt provably never reached a server (safe to re-send anywhere).
+
+    grpcio reports connection failures before any byte of the call was sent as
+    UNAVAILABLE with details such as ``failed to connect to all addresses``. Errors after
+    a connection existed (``Socket closed``, ``Connection reset``) may have reached it.
+    """
+    if code != "UNAVAILABLE" or not details:
+        return False
+    low = details.lower()
+    return any(mark in low for mark in _NEVER_REACHED_MARKS)
+
+
+class HealthRecord:
+    """Mutable per-endpoint health state with flap damping.
+
+    First success from UNKNOWN marks SERVING at once; later recoveries need
+    ``healthy_threshold`` successes in a row. An explicit NOT_SERVING applies at once (the
+    server said so: drain). UNREACHABLE needs ``unhealthy_threshold`` misses in a row.
+    """
+
+    __slots__ = (
+        "consecutive_failures",
+        "consecutive_successes",
+        "healthy_threshold",
+        "last_error",
+        "last_latency",
+        "last_probe",
+        "state",
+        "unhealthy_threshold",
+    )
+
+    def __init__(self, unhealthy_threshold: int, healthy_threshold: int) -> None:
+        self.state = State.UNKNOWN
+        self.unhealthy_threshold = unhealthy_threshold
+        self.healthy_threshold = healthy_threshold
+        self.consecutive_failures = 0
+        self.consecutive_successes = 0
+        self.last_probe: float | None = None
+        self.last_latency: float | None = None
+        self.last_error: str | None = None
+
+    def apply(self, outcome: ProbeOutcome, now: float) -> State:
+        """Fold one probe outcome in and return the (possibly new) health state."""
+        self.last_probe = now
+        self.last_latency = outcome.latency
+        if outcome.result is ProbeResult.SERVING:
+            self.consecutive_successes += 1
+            self.consecutive_failures = 0
+            if self.state is not State.SERVING and (
+                self.state is State.UNKNOWN or self.consecutive_successes >= self.healthy_threshold
+            ):
+                self.state = State.SERVING
+                self.last_error = None
+            return self.state
+        self.consecutive_successes = 0
+        self.consecutive_failures += 1
+        self.last_error = outcome.error
+        if outcome.result is ProbeResult.NOT_SERVING:
+            self.state = State.NOT_SERVING
+        elif self.consecutive_failures >= self.unhealthy_threshold:
+            self.state = State.UNREACHABLE
+        return self.state

@@ -1,0 +1,153 @@
+"""Passive outlier detection: eject members whose real calls fail (gRPC A50, Envoy).
+
+Two rules, fed by real call outcomes:
+
+* consecutive failures (default 5, Finagle): ejects at once, which small clusters need;
+* failure percentage (A50: 85 %, at least 50 requests, at least 5 hosts with that many):
+  evaluated every ``interval``.
+
+An ejection lasts ``base_ejection_time x times ejected``, capped at
+``max(base, max_ejection_time)``. At most ``max_ejection_percent`` of members are ejected
+at once, but one is always allowed. ``times ejected`` decreases by one each interval a
+member spends un-ejected (A50).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..config import OutlierConfig
+
+__all__ = ["Ejection", "OutlierDetector"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ejection:
+    """An ejection decided by the detector."""
+
+    endpoint: str
+    until: float
+    times: int
+    reason: str
+
+
+class _Counters:
+    __slots__ = ("consecutive", "ejected_until", "failures", "successes", "times")
+
+    def __init__(self) -> None:
+        self.consecutive = 0
+        self.successes = 0
+        self.failures = 0
+        self.times = 0
+        self.ejected_until: float | None = None
+
+
+class OutlierDetector:
+    """Ejection math. Not thread-safe: the balancer calls it under its lock."""
+
+    def __init__(self, cfg: OutlierConfig, endpoints: Iterable[str], now: float) -> None:
+        self.cfg = cfg
+        self._failure_codes = frozenset(cfg.failure_codes)
+        self._c: dict[str, _Counters] = {ep: _Counters() for ep in endpoints}
+        self._next_sweep = now + cfg.interval
+
+    def set_endpoints(self, endpoints: Iterable[str]) -> None:
+        """Follow a change of membership, keeping counters of members that stay."""
+        keep = list(endpoints)
+        self._c = {ep: self._c.get(ep) or _Counters() for ep in keep}
+
+    def is_failure(self, code: str) -> bool:
+        """Whether a status code counts against a member."""
+        return code in self._failure_codes
+
+    def ejected(self, endpoint: str, now: float) -> bool:
+        """True while ``endpoint`` is ejected."""
+        c = self._c.get(endpoint)
+        return c is not None and c.ejected_until is not None and now < c.ejected_until
+
+    def ejected_until(self, endpoint: str) -> float | None:
+        """The end of the current ejection of ``endpoint``, if any."""
+        c = self._c.get(endpoint)
+        return None if c is None else c.ejected_until
+
+    def times_ejected(self, endpoint: str) -> int:
+        """How many times ``endpoint`` was ejected (decays by one per clean interval)."""
+        c = self._c.get(endpoint)
+        return 0 if c is None else c.times
+
+    def has_streak(self, endpoint: str) -> bool:
+        """True when ``endpoint`` has failures in a row pending (a success must reset them)."""
+        c = self._c.get(endpoint)
+        return c is not None and c.consecutive > 0
+
+    def _cap(self) -> int:
+        n = len(self._c)
+        return max(1, math.floor(self.cfg.max_ejection_percent / 100.0 * n))
+
+    def _count_ejected(self, now: float) -> int:
+        return sum(
+            1 for c in self._c.values() if c.ejected_until is not None and now < c.ejected_until
+        )
+
+    def _eject(self, ep: str, c: _Counters, now: float, reason: str) -> Ejection | None:
+        if not self.cfg.enabled or self._count_ejected(now) >= self._cap():
+            return None
+        c.times += 1
+        span = min(
+            self.cfg.base_ejection_time * c.times,
+            max(self.cfg.base_ejection_time, self.cfg.max_ejection_time),
+        )
+        c.ejected_until = now + span
+        c.consecutive = 0
+        return Ejection(ep, c.ejected_until, c.times, reason)
+
+    def record(self, endpoint: str, code: str, now: float) -> Ejection | None:
+        """Fold in one call outcome; returns an ejection when the consecutive rule fires."""
+        c = self._c.get(endpoint)
+        if c is None:
+            return None
+        if code in self._failure_codes:
+            c.failures += 1
+            c.consecutive += 1
+            if c.consecutive >= self.cfg.consecutive_failures and not self.ejected(endpoint, now):
+                return self._eject(
+                    endpoint, c, now, f"outlier: {c.consecutive} consecutive failures ({code})"
+                )
+        else:
+            c.successes += 1
+            c.consecutive = 0
+        return None
+
+    def sweep(self, now: float) -> tuple[list[Ejection], list[str]]:
+        """Run the periodic rules when an interval has passed.
+
+        Returns (new ejections, members whose ejection just ended).
+        """
+        ended: list[str] = []
+        for ep, c in self._c.items():
+            if c.ejected_until is not None and now >= c.ejected_until:
+                c.ejected_until = None
+                ended.append(ep)
+        if now < self._next_sweep:
+            return [], ended
+        self._next_sweep = now + self.cfg.interval
+        cfg = self.cfg
+        new: list[Ejection] = []
+        busy = [
+            (ep, c) for ep, c in self._c.items() if c.successes + c.failures >= cfg.minimum_requests
+        ]
+        if len(busy) >= cfg.minimum_hosts:
+            for ep, c in busy:
+                total = c.successes + c.failures
+                pct = 100.0 * c.failures / total
+                if pct >= cfg.failure_percentage and not self.ejected(ep, now):
+                    ej = self._eject(ep, c, now, f"outlier: {pct:.0f}% of {total} calls failed")
+                    if ej is not None:
+                        new.append(ej)
+        for c in self._c.values():
+            c.successes = c.failures = 0
+            if c.ejected_until is None and c.times > 0:
+                c.times -= 1
+        return new, ended

@@ -1,0 +1,121 @@
+"""Endpoint states, per-endpoint status records and immutable snapshots of them."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+__all__ = ["EndpointStatus", "State", "StatusSnapshot", "Transition"]
+
+
+class State(enum.Enum):
+    """What eagle currently believes about one member.
+
+    UNKNOWN: not probed yet (still a candidate, so a new channel is usable at once).
+    SERVING: healthy. NOT_SERVING: health service says NOT_SERVING/SERVICE_UNKNOWN (drain).
+    UNREACHABLE: probes fail to connect or miss their deadline (crash, hang).
+    PARTITIONED: reachable and maybe SERVING, but cut off from its cluster (membership).
+    EJECTED: taken out by passive outlier detection until its ejection time is up.
+    """
+
+    UNKNOWN = "UNKNOWN"
+    SERVING = "SERVING"
+    NOT_SERVING = "NOT_SERVING"
+    UNREACHABLE = "UNREACHABLE"
+    PARTITIONED = "PARTITIONED"
+    EJECTED = "EJECTED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """An immutable record of one member's status.
+
+    Attributes:
+        endpoint: the endpoint as given by the user.
+        state: the effective state (see :class:`State`).
+        since: clock time (``time.monotonic()``) the state was entered.
+        health: the state the health probe alone gives (before ejection / membership).
+        last_probe: clock time of the last finished probe, or None.
+        last_latency: latency of the last finished probe in seconds, or None.
+        consecutive_failures: probe failures in a row.
+        last_error: text of the last probe or membership error, or None.
+        ejected_until: clock time an ejection ends, or None.
+        times_ejected: how many times outlier detection has ejected it.
+        leader: the leader this member names (membership on), or None.
+        term: the member's term (membership on), or None.
+        member_id: the member's own id (membership on), or None.
+        verdict: the membership verdict text, or None.
+    """
+
+    endpoint: str
+    state: State = State.UNKNOWN
+    since: float = 0.0
+    health: State = State.UNKNOWN
+    last_probe: float | None = None
+    last_latency: float | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    ejected_until: float | None = None
+    times_ejected: int = 0
+    leader: str | None = None
+    term: int | None = None
+    member_id: str | None = None
+    verdict: str | None = None
+
+    @property
+    def serving(self) -> bool:
+        """True when the member is in rotation (SERVING)."""
+        return self.state is State.SERVING
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of effective state, as reported to ``on_change`` callbacks."""
+
+    endpoint: str
+    old: State
+    new: State
+    at: float
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.endpoint}: {self.old} -> {self.new} ({self.reason})"
+
+
+class StatusSnapshot(Mapping[str, EndpointStatus]):
+    """An immutable mapping of endpoint (as given) to :class:`EndpointStatus`.
+
+    ``version`` increases whenever any state changes; pickers are rebuilt from a
+    snapshot only when it does.
+    """
+
+    __slots__ = ("_items", "version")
+
+    def __init__(self, items: Mapping[str, EndpointStatus], version: int) -> None:
+        self._items = dict(items)
+        self.version = version
+
+    def __getitem__(self, key: str) -> EndpointStatus:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{k}: {v.state}" for k, v in self._items.items())
+        return f"StatusSnapshot(v{self.version}, {{{body}}})"
+
+    def describe(self) -> str:
+        """One line naming each member and its state (used in error details)."""
+        parts = []
+        for key, st in self._items.items():
+            extra = f": {st.last_error}" if st.last_error and st.state is not State.SERVING else ""
+            parts.append(f"{key} {st.state}{extra}")
+        return "; ".join(parts)
