@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from .endpoints import Endpoint
 
-__all__ = ["MethodKey", "SubChannel"]
+__all__ = ["MethodHandle", "MethodKey", "SubChannel"]
 
 C = TypeVar("C")
 
@@ -37,4 +37,26 @@ class SubChannel(Generic[C]):
             else:
                 mc = factory(method, ser, deser)
             self._cache[mkey] = mc
+        return mc
+
+
+class MethodHandle:
+    """Base of eagle's multicallables: one method, its channel, and the per-member grpc
+    multicallables it uses (looked up once, then kept)."""
+
+    __slots__ = ("_bal", "_ch", "_mcs", "_method", "_mkey")
+
+    def __init__(self, ch: Any, mkey: MethodKey) -> None:
+        self._ch = ch
+        self._bal = ch._balancer
+        self._mkey = mkey
+        self._method: str = mkey[1]
+        self._mcs: dict[str, Any] = {}
+
+    def _mc(self, ep: str | None) -> Any:
+        assert ep is not None
+        mc = self._mcs.get(ep)
+        if mc is None:
+            mc = self._ch._sub(ep).multicallable(self._mkey)
+            self._mcs[ep] = mc
         return mc

@@ -22,7 +22,7 @@ from ..endpoints import Endpoint, parse_endpoints
 from ..errors import EagleRpcError
 from ..rpc_outcome import report_failure
 from ..subchannel_options import subchannel_options
-from ..subchannels import MethodKey, SubChannel
+from ..subchannels import MethodHandle, SubChannel
 from .prober import Prober
 from .streams import SyncStream
 
@@ -285,22 +285,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             raise EagleRpcError(grpc.StatusCode[step.code], step.details)
 
 
-class _MultiCallable:
-    __slots__ = ("_bal", "_ch", "_mcs", "_method", "_mkey")
-
-    def __init__(self, ch: Channel, mkey: MethodKey) -> None:
-        self._ch = ch
-        self._bal = ch._balancer
-        self._mkey = mkey
-        self._method = mkey[1]
-        self._mcs: dict[str, Any] = {}
-
-    def _mc(self, ep: str) -> Any:
-        mc = self._mcs.get(ep)
-        if mc is None:
-            mc = self._ch._sub(ep).multicallable(self._mkey)
-            self._mcs[ep] = mc
-        return mc
+_MultiCallable = MethodHandle
 
 
 class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
@@ -324,7 +309,7 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
             if step.kind is not SEND:
                 ch._pause(step)
                 continue
-            mc = self._mc(step.endpoint)  # type: ignore[arg-type]
+            mc = self._mc(step.endpoint)
             try:
                 if with_call:
                     result = mc.with_call(
@@ -431,7 +416,7 @@ class UnaryFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
         with self._cond:
             if self._cancelled:
                 return
-            self._attempt = self._owner._mc(step.endpoint).future(  # type: ignore[arg-type]
+            self._attempt = self._owner._mc(step.endpoint).future(
                 request, step.timeout, metadata, credentials, wait_for_ready, compression
             )
         self._attempt.add_done_callback(self._on_attempt)
@@ -643,7 +628,7 @@ class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignor
     ) -> Any:
         """Send the request stream and block until the response."""
         drv, step = self._place(timeout, wait_for_ready)
-        mc = self._mc(step.endpoint)  # type: ignore[arg-type]
+        mc = self._mc(step.endpoint)
         return self._run(
             drv,
             lambda: mc(
@@ -662,7 +647,7 @@ class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignor
     ) -> tuple[Any, grpc.Call]:
         """Like ``__call__`` but also return the ``grpc.Call``."""
         drv, step = self._place(timeout, wait_for_ready)
-        mc = self._mc(step.endpoint)  # type: ignore[arg-type]
+        mc = self._mc(step.endpoint)
         result: tuple[Any, grpc.Call] = self._run(
             drv,
             lambda: mc.with_call(
@@ -682,7 +667,7 @@ class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignor
     ) -> Any:
         """Start the call without blocking; returns grpc's own future for the attempt."""
         drv, step = self._place(timeout, wait_for_ready)
-        fut = self._mc(step.endpoint).future(  # type: ignore[arg-type]
+        fut = self._mc(step.endpoint).future(
             request_iterator, step.timeout, metadata, credentials, wait_for_ready, compression
         )
 

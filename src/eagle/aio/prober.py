@@ -1,0 +1,119 @@
+"""The asyncio prober: an AsyncIOScheduler tick that starts one probe task per due member.
+
+The asyncio twin of :mod:`eagle._sync.prober`; the schedule and the verdicts come from
+the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import grpc
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from .._sync.prober import tick_period
+from ..config import Config
+from ..core.balancer import Balancer
+from ..core.health import ProbeOutcome, ProbeResult, classify_probe
+from ..probe_calls import HEALTH_CHECK, health_request, serving_status
+from ..subchannels import SubChannel
+
+__all__ = ["AioProber"]
+
+log = logging.getLogger("eagle.aio.prober")
+
+
+class AioProber:
+    """Probes every member of one asyncio channel, inside its event loop."""
+
+    def __init__(
+        self, balancer: Balancer, subs: Mapping[str, SubChannel[Any]], config: Config
+    ) -> None:
+        self._bal = balancer
+        self._subs = subs
+        self._config = config
+        self._request = health_request(config.health.service)
+        self._timeout = config.health.timeout
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._scheduler: AsyncIOScheduler | None = None
+        self._stopped = False
+        self.membership: Any = None
+
+    def start(self) -> None:
+        """Start probing in the running loop (first probes at once)."""
+        sched = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(),
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+        sched.add_job(
+            self.tick,
+            "interval",
+            seconds=tick_period(self._config),
+            next_run_time=datetime.now(),
+            id="eagle-probe-tick",
+        )
+        sched.start()
+        self._scheduler = sched
+
+    async def tick(self) -> None:
+        """Start the probes that are due now; run the balancer's time-driven work."""
+        if self._stopped:
+            return
+        now = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for key in self._bal.due_probes(now):
+            task = loop.create_task(self._probe(key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self.membership is not None:
+            self.membership.tick(now)
+        self._bal.tick(now)
+
+    async def _probe(self, key: str) -> None:
+        sub = self._subs.get(key)
+        if sub is None:
+            return
+        start = time.monotonic()
+        try:
+            resp = await sub.multicallable(HEALTH_CHECK)(self._request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            outcome = classify_probe(
+                code.name if code is not None else "UNKNOWN",
+                None,
+                err.details(),
+                time.monotonic() - start,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome = ProbeOutcome(
+                ProbeResult.UNREACHABLE, time.monotonic() - start, f"probe failed: {exc!r}"
+            )
+        else:
+            outcome = classify_probe(None, serving_status(resp), None, time.monotonic() - start)
+            if outcome.error and "unknown serving status" in outcome.error:
+                log.warning("member %s: %s", key, outcome.error)
+        if not self._stopped:
+            self._bal.on_probe(key, outcome)
+
+    async def stop(self) -> None:
+        """Stop the scheduler and cancel probes in flight. Idempotent."""
+        self._stopped = True
+        sched = self._scheduler
+        self._scheduler = None
+        if sched is not None:
+            try:
+                sched.shutdown(wait=False)
+            except Exception:
+                log.debug("scheduler shutdown failed", exc_info=True)
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
