@@ -21,6 +21,7 @@ from ..config import Config
 from ..endpoints import Endpoint
 from .health import HealthRecord, ProbeOutcome
 from .membership import MemberView, Verdict, judge_views
+from .observers import Observer, ObserverSet
 from .outlier import OutlierDetector
 from .pickers import (
     CallInfo,
@@ -39,6 +40,9 @@ __all__ = ["Balancer", "Stats"]
 log = logging.getLogger("eagle.balancer")
 
 Listener = Callable[[Transition], None]
+
+#: the reason :class:`~eagle.core.retry.AttemptPlan` gives when the retry budget is spent
+_BUDGET_REASON = "retry budget exhausted"
 
 
 @dataclass
@@ -87,6 +91,8 @@ class Balancer:
         self._members: dict[str, _Member] = {}
         self._endpoints: dict[str, Endpoint] = {}
         self._listeners: list[Listener] = []
+        #: telemetry observers (see :mod:`eagle.core.observers`)
+        self.observers = ObserverSet()
         self._version = 1
         self._picker: Picker | None = None
         self._picker_version = 0
@@ -152,12 +158,20 @@ class Balancer:
 
         return unsubscribe
 
+    def add_observer(self, observer: Observer) -> Callable[[], None]:
+        """Register a telemetry :class:`~eagle.core.observers.Observer`; returns a function
+        that unregisters it."""
+        return self.observers.add(observer)
+
     def _fire(self, transitions: list[Transition]) -> None:
         if not transitions:
             return
         listeners = list(self._listeners)
+        observers = self.observers
         for t in transitions:
             log.info("%s", t)
+            if observers.transition or observers.ejection:
+                observers.emit_transition(t)
             for cb in listeners:
                 try:
                     cb(t)
@@ -257,6 +271,8 @@ class Balancer:
             m.probing = False
             m.health.apply(outcome, now)
             self._refresh(m, now, out)
+        if self.observers.probe:
+            self.observers.emit_probe(key, outcome)
         self._fire(out)
 
     def on_view(self, key: str, view: MemberView | None, error: str | None = None) -> None:
@@ -346,6 +362,8 @@ class Balancer:
             self.stats.no_member += 1
         elif self._track_load:
             self.load.start(ep)
+        if self.observers.pick:
+            self.observers.emit_pick(ep, method)
         return ep
 
     def done(self, endpoint: str, code: str, latency: float) -> None:
@@ -384,14 +402,30 @@ class Balancer:
         """Error details for a call no member can serve: each endpoint and its state."""
         return f"eagle: no member can serve the call: {self.snapshot().describe()}"
 
-    def note_retry(self, allowed: bool) -> None:
-        """Count a retry decision for stats."""
+    def note_retry(
+        self,
+        allowed: bool,
+        endpoint: str | None = None,
+        method: str = "",
+        code: str = "",
+        reason: str = "",
+    ) -> None:
+        """Count a retry decision for stats (and observers): ``allowed`` with the failed
+        attempt's ``endpoint``, ``method`` and ``code``, and the decision's ``reason``."""
         if allowed:
             self.stats.retries += 1
+            if endpoint is not None and self.observers.retry:
+                self.observers.emit_retry(endpoint, method, code)
+        elif reason == _BUDGET_REASON:
+            self.stats.budget_refusals += 1
+            if endpoint is not None and self.observers.budget_refusal:
+                self.observers.emit_budget_refusal(endpoint, method, code)
 
-    def mark_stream_move(self) -> None:
-        """Count a stream ended by the watchdog."""
+    def mark_stream_move(self, endpoint: str | None = None, reason: str = "") -> None:
+        """Count a stream ended by the watchdog (on ``endpoint``, for ``reason``)."""
         self.stats.stream_moves += 1
+        if endpoint is not None and self.observers.stream_move:
+            self.observers.emit_stream_move(endpoint, reason)
 
     def with_status(self, key: str, **changes: object) -> EndpointStatus:
         """A copy of ``key``'s status with ``changes`` (for tests and tools)."""

@@ -146,8 +146,10 @@ class OutlierDetector:
                     ej = self._eject(ep, c, now, f"outlier: {pct:.0f}% of {total} calls failed")
                     if ej is not None:
                         new.append(ej)
-        for c in self._c.values():
+        just_ended = set(ended)
+        for ep, c in self._c.items():
             c.successes = c.failures = 0
-            if c.ejected_until is None and c.times > 0:
+            # A50: a member that spent the interval un-ejected is forgiven one ejection
+            if c.ejected_until is None and c.times > 0 and ep not in just_ended:
                 c.times -= 1
         return new, ended

@@ -166,8 +166,19 @@ class EchoService(echo_pb2_grpc.EchoServicer):
         """Echo the message after ``sleep_ms``; fail with ``fail_code`` if set."""
         call = self._begin(context)
         call.sleep(request.sleep_ms / 1000.0)
+        message = request.message
+        if message.startswith("meta:"):
+            # reflect the value of one request metadata key, and echo it as trailer
+            wanted = message[len("meta:") :]
+            found = [str(v) for k, v in context.invocation_metadata() if k == wanted]
+            message = ",".join(found)
+            context.set_trailing_metadata((("echo-" + wanted, message),))
+        elif message.startswith("pushback:"):
+            context.set_trailing_metadata(
+                (("grpc-retry-pushback-ms", message[len("pushback:") :]),)
+            )
         _fail(context, request.fail_code)
-        return echo_pb2.EchoResponse(message=request.message, server=self._state.name, seq=0)
+        return echo_pb2.EchoResponse(message=message, server=self._state.name, seq=0)
 
     def ServerStream(
         self, request: echo_pb2.EchoRequest, context: grpc.ServicerContext
