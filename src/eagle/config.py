@@ -12,6 +12,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import tomllib
 import types
 import typing
@@ -170,7 +171,8 @@ class EtcdMembershipConfig:
 
 @dataclass(frozen=True)
 class MembershipConfig:
-    """Membership-aware health: ``provider`` is ``eagle``, ``etcd`` or null (off)."""
+    """Membership-aware health: ``provider`` is ``eagle``, ``etcd``, the name of a provider
+    registered with :func:`eagle.providers.register_provider`, or null (off)."""
 
     provider: str | None = None
     timeout: float = _dur(0.5)
@@ -216,6 +218,13 @@ class Config:
 
 
 _PROVIDERS = ("eagle", "etcd")
+# a provider name: the built-ins or one registered with eagle.providers.register_provider
+# (checked against the registry when a channel is built)
+_PROVIDER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+
+
+def _provider_ok(value: Any) -> bool:
+    return isinstance(value, str) and _PROVIDER_NAME.fullmatch(value) is not None
 
 
 def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -229,8 +238,11 @@ def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
     if mem is None and "membership" in out:
         out["membership"] = {}
     elif isinstance(mem, str):
-        if mem not in _PROVIDERS:
-            raise ValueError(f"membership: must be null, 'eagle' or 'etcd', got {mem!r}")
+        if not _provider_ok(mem):
+            raise ValueError(
+                f"membership: must be null, 'eagle', 'etcd' or a registered provider name, "
+                f"got {mem!r}"
+            )
         out["membership"] = {"provider": mem}
     elif isinstance(mem, Mapping):
         mem = dict(mem)
@@ -304,8 +316,10 @@ def _check_value(f: dataclasses.Field[Any], hint: Any, value: Any, path: str) ->
             raise _fail(path, f"must be a string, got {value!r}")
         return value
     if hint == (str | None):
-        if value is not None and value not in _PROVIDERS:
-            raise _fail(path, f"must be null, 'eagle' or 'etcd', got {value!r}")
+        if value is not None and not _provider_ok(value):
+            raise _fail(
+                path, f"must be null, 'eagle', 'etcd' or a registered provider name, got {value!r}"
+            )
         return value
     if hint == tuple[str, ...]:
         if isinstance(value, str) or not isinstance(value, list | tuple):

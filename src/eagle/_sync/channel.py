@@ -122,7 +122,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
     def _on_transition(self, t: Transition) -> None:
         streams, reason = self._streams.to_abort(t)
         for s in streams:
-            self._balancer.mark_stream_move()
+            self._balancer.mark_stream_move(t.endpoint, reason)
             s.abort(reason)
         with self._cond:
             self._cond.notify_all()

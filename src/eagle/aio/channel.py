@@ -135,7 +135,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
     def _on_transition(self, t: Transition) -> None:
         streams, reason = self._streams.to_abort(t)
         for s in streams:
-            self._balancer.mark_stream_move()
+            self._balancer.mark_stream_move(t.endpoint, reason)
             s.abort(reason)
         loop = self._loop
         if loop is not None and not loop.is_closed():

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from ..config import Config
 from ..endpoints import Endpoint
 from .health import HealthRecord, ProbeOutcome
-from .membership import MemberView, Verdict, judge_views
+from .membership import MemberView, Verdict, judge_views, judging_config
 from .observers import Observer, ObserverSet
 from .outlier import OutlierDetector
 from .pickers import (
@@ -59,7 +59,16 @@ class Stats:
 
 
 class _Member:
-    __slots__ = ("health", "key", "probing", "since", "state", "status_extra", "view")
+    __slots__ = (
+        "health",
+        "key",
+        "probing",
+        "since",
+        "state",
+        "status_extra",
+        "view",
+        "view_error",
+    )
 
     def __init__(self, key: str, health: HealthRecord, now: float) -> None:
         self.key = key
@@ -68,6 +77,7 @@ class _Member:
         self.since = now
         self.probing = False
         self.view: MemberView | None = None
+        self.view_error: str | None = None
         self.status_extra: Verdict | None = None
 
 
@@ -103,6 +113,7 @@ class Balancer:
         self._seq = 0
         self._verdicts: dict[str, Verdict] = {}
         self._leader: str | None = None
+        self._judging = judging_config(config.membership)
         for ep in endpoints:
             self._add(ep, now)
         self.outlier = OutlierDetector(config.outlier, self._members, now)
@@ -284,9 +295,10 @@ class Balancer:
             if m is None:
                 return
             m.view = view
+            m.view_error = error or None
             views = {k: mm.view for k, mm in self._members.items()}
-            errors = {key: error} if error else {}
-            verdicts, leader = judge_views(views, errors, self.config.membership)
+            errors = {k: mm.view_error for k, mm in self._members.items() if mm.view_error}
+            verdicts, leader = judge_views(views, errors, self._judging)
             self._verdicts = verdicts
             if leader != self._leader:
                 self._leader = leader
@@ -294,6 +306,17 @@ class Balancer:
             for mm in self._members.values():
                 self._refresh(mm, now, out)
         self._fire(out)
+
+    def membership_views(self) -> tuple[dict[str, MemberView | None], dict[str, Verdict]]:
+        """Every member's last membership view (None when unknown) and current verdicts."""
+        with self._lock:
+            views = {k: m.view for k, m in self._members.items()}
+            return views, dict(self._verdicts)
+
+    @property
+    def leader(self) -> str | None:
+        """The endpoint a majority of members name as leader, or None."""
+        return self._leader
 
     def tick(self, now: float | None = None) -> None:
         """Time-driven work: end ejections that are up, run the outlier percentage rule."""

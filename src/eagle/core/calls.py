@@ -178,7 +178,7 @@ class CallDriver:
             return False
         pushback = pushback_from(trailing) if trailing else None
         decision = self.plan.on_failure(code, not never_reached(code, details), now, pushback)
-        self._bal.note_retry(decision.retry)
+        self._bal.note_retry(decision.retry, ep, self._method, code, decision.reason)
         if decision.retry:
             self._delay = decision.delay
             return True

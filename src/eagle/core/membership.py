@@ -3,18 +3,30 @@
 A member is judged PARTITIONED when its own view says it has no leader or no quorum,
 when its cluster id differs from the majority's, or when its term or applied index
 trails what a majority of members have reached by more than a threshold. A member
-whose view could not be fetched gets no verdict: its health probe alone judges it.
+whose view could not be fetched gets no verdict: its health probe alone judges it, unless
+the error itself says the member has no leader.
+
+:func:`plan_discovery` turns the trusted views' member lists into endpoints to add and
+remove (``membership.discover``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, replace
 
-from ..config import MembershipConfig
+from ..config import EtcdMembershipConfig, MembershipConfig
+from ..endpoints import parse_endpoint
 
-__all__ = ["MemberView", "Verdict", "judge_views"]
+__all__ = [
+    "DiscoveryPlan",
+    "MemberView",
+    "Verdict",
+    "judge_views",
+    "judging_config",
+    "plan_discovery",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,9 @@ def judge_views(
     have = {k: v for k, v in views.items() if v is not None}
     verdicts: dict[str, Verdict] = {}
     if not have:
+        for key, err in errors.items():
+            if "no leader" in err:
+                verdicts[key] = Verdict(True, f"no leader: {err}")
         return verdicts, None
     cluster_ids = Counter(v.cluster_id for v in have.values())
     cluster, _ = cluster_ids.most_common(1)[0]
@@ -89,7 +104,8 @@ def judge_views(
         else:
             verdicts[key] = _OK
     for key, err in errors.items():
-        if key in verdicts and "no leader" in err:
+        # an error that says "no leader" is a verdict of its own, with or without a view
+        if "no leader" in err:
             verdicts[key] = Verdict(True, f"no leader: {err}")
     # the leader a majority of trusted members name
     named = Counter(v.leader_id for k, v in same.items() if not verdicts[k].partitioned)
@@ -102,3 +118,125 @@ def judge_views(
                     leader = k
                     break
     return verdicts, leader
+
+
+_ETCD_DEFAULTS = EtcdMembershipConfig()
+
+
+def judging_config(cfg: MembershipConfig) -> MembershipConfig:
+    """The thresholds :func:`judge_views` should use for ``cfg``.
+
+    With provider ``etcd``, a lag threshold set under ``membership.etcd`` (one that differs
+    from its default) overrides the general one: the more specific setting wins.
+    """
+    if cfg.provider != "etcd":
+        return cfg
+    etcd = cfg.etcd
+    term = cfg.max_term_lag
+    applied = cfg.max_applied_lag
+    if etcd.max_term_lag != _ETCD_DEFAULTS.max_term_lag:
+        term = etcd.max_term_lag
+    if etcd.max_applied_lag != _ETCD_DEFAULTS.max_applied_lag:
+        applied = etcd.max_applied_lag
+    if term == cfg.max_term_lag and applied == cfg.max_applied_lag:
+        return cfg
+    return replace(cfg, max_term_lag=term, max_applied_lag=applied)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryPlan:
+    """Endpoints discovery wants added and removed, and the member set they give."""
+
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
+    endpoints: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.add or self.remove)
+
+
+_NO_CHANGE = DiscoveryPlan((), (), ())
+
+
+def _valid_endpoint(text: str) -> bool:
+    try:
+        parse_endpoint(text)
+    except ValueError:
+        return False
+    return True
+
+
+def plan_discovery(
+    current: Sequence[str],
+    views: Mapping[str, MemberView | None],
+    verdicts: Mapping[str, Verdict],
+    discovered: Set[str],
+) -> DiscoveryPlan:
+    """Compare the member set with what the members advertise.
+
+    The member list comes from the most advanced trusted view (not PARTITIONED, highest
+    term, then applied index) that lists members. Each endpoint's identity is the member
+    id its own view reports, else the member that advertises it.
+
+    * add: for each listed member that no current endpoint stands for, its first valid
+      advertised endpoint;
+    * remove: an endpoint whose own view (same cluster) names a member that is no longer
+      listed; an endpoint that discovery added and that is neither listed nor known; and a
+      discovered endpoint that stands for the same member as another endpoint (duplicate).
+
+    Endpoints the user gave are only removed when their member provably left the
+    cluster. The plan never empties the member set.
+    """
+    trusted = [
+        v
+        for k, v in views.items()
+        if v is not None and v.members and k in verdicts and not verdicts[k].partitioned
+    ]
+    if not trusted:
+        return _NO_CHANGE
+    ref = max(trusted, key=lambda v: (v.term, v.applied))
+    listed = {mid: eps for mid, eps in ref.members}
+    advertised = {ep: mid for mid, eps in ref.members for ep in eps}
+    identity: dict[str, str] = {}
+    for key in current:
+        v = views.get(key)
+        if v is not None and v.member_id:
+            identity[key] = v.member_id
+        elif key in advertised:
+            identity[key] = advertised[key]
+    covered = set(identity.values())
+    now = set(current)
+    add: list[str] = []
+    for mid, eps in ref.members:
+        if mid in covered:
+            continue
+        for ep in eps:
+            if ep not in now and _valid_endpoint(ep):
+                add.append(ep)
+                now.add(ep)
+                break
+    remove: list[str] = []
+    owner: dict[str, str] = {}
+    # endpoints the user gave claim their member first, so a duplicate is a discovered one
+    for key in sorted(current, key=lambda k: k in discovered):
+        mid = identity.get(key)
+        if mid is None:
+            if key in discovered:
+                remove.append(key)
+            continue
+        if mid not in listed:
+            v = views.get(key)
+            if key in discovered or (v is not None and v.cluster_id == ref.cluster_id):
+                remove.append(key)
+            continue
+        if mid in owner and key in discovered:
+            remove.append(key)
+            continue
+        owner.setdefault(mid, key)
+    gone = set(remove)
+    kept = [k for k in current if k not in gone]
+    if not kept and not add:
+        return _NO_CHANGE
+    if not add and not remove:
+        return _NO_CHANGE
+    return DiscoveryPlan(tuple(add), tuple(remove), (*kept, *add))

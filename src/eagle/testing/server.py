@@ -5,6 +5,8 @@ Run it as a program::
     python -m eagle.testing.server --name m0 --port 0 [--host 127.0.0.1]
     python -m eagle.testing.server --name s0 --ports 256          # scale mode
     python -m eagle.testing.server --name u0 --unix /tmp/u0.sock
+    python -m eagle.testing.server --name t0 --tls-cert s.pem --tls-key s.key   # TLS
+    python -m eagle.testing.server ... --tls-client-ca ca.pem               # mutual TLS
 
 It serves ``eagle.testing.v1.Echo`` and ``grpc.health.v1.Health`` and, once every
 listener is bound, prints exactly one line to stdout, ``READY <port>[,<port>...]``
@@ -265,12 +267,14 @@ def build_server(
     addresses: Sequence[str],
     *,
     workers: int = 64,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, ServerState, list[int]]:
     """Build (not start) a server bound to ``addresses``.
 
     Returns the server, its shared state and the bound port of each address
     (for ``unix:`` addresses the value grpc returns, not a TCP port).
-    Raises :class:`BindError` if any address cannot be bound.
+    Raises :class:`BindError` if any address cannot be bound. With
+    ``credentials`` (``grpc.ssl_server_credentials``) every listener serves TLS.
     """
     pool = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"echo-{name}")
     server = grpc.server(pool, options=list(SERVER_OPTIONS))
@@ -282,7 +286,10 @@ def build_server(
     bound: list[int] = []
     for address in addresses:
         try:
-            port = server.add_insecure_port(address)
+            if credentials is None:
+                port = server.add_insecure_port(address)
+            else:
+                port = server.add_secure_port(address, credentials)
         except RuntimeError as exc:
             server.stop(None)
             pool.shutdown(wait=False)
@@ -341,7 +348,37 @@ def _parser() -> argparse.ArgumentParser:
         help="keep retrying a busy fixed port for this many seconds",
     )
     parser.add_argument("--parent", type=int, default=0, help="exit when this parent pid goes away")
+    parser.add_argument(
+        "--tls-cert", default=None, help="serve TLS with this PEM certificate (chain) file"
+    )
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-client-ca",
+        default=None,
+        help="mutual TLS: require client certificates signed by this PEM CA file",
+    )
     return parser
+
+
+def _server_credentials(
+    cert: str | None, key: str | None, client_ca: str | None
+) -> grpc.ServerCredentials | None:
+    """TLS server credentials from PEM files, or None for plaintext."""
+    if cert is None and key is None and client_ca is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("--tls-cert and --tls-key must be given together")
+    with open(cert, "rb") as f:
+        cert_pem = f.read()
+    with open(key, "rb") as f:
+        key_pem = f.read()
+    ca_pem = None
+    if client_ca is not None:
+        with open(client_ca, "rb") as f:
+            ca_pem = f.read()
+    return grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,6 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         addresses = [f"{_format_host(args.host)}:{p}" for p in ports]
     if len(addresses) > 200:
         _raise_fd_limit()
+    try:
+        credentials = _server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except (OSError, ValueError) as exc:
+        print(f"eagle.testing.server {args.name}: {exc}", file=sys.stderr, flush=True)
+        return 2
 
     stop = threading.Event()
 
@@ -371,7 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + max(0.0, args.bind_timeout)
     while True:
         try:
-            server, state, bound = build_server(args.name, addresses, workers=args.workers)
+            server, state, bound = build_server(
+                args.name, addresses, workers=args.workers, credentials=credentials
+            )
             break
         except BindError as exc:
             if time.monotonic() >= deadline or stop.is_set():

@@ -1,0 +1,7 @@
+"""``python -m benchmarks``: run the benchmark suite (see ``--help``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
