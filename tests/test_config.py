@@ -50,7 +50,10 @@ def test_short_forms_and_round_trip() -> None:
         ({"keepalive": {"time": float("inf")}}, "keepalive.time: must be a finite"),
         ({"membership": "zookeeper"}, "membership: must be null"),
         ({"panic_threshold": 2}, "panic_threshold: must be 0.0..1.0"),
-        ({"policy": {"weights": {"a:1": 0}}}, "policy.weights.a:1: weight must be a positive number"),
+        (
+            {"policy": {"weights": {"a:1": 0}}},
+            "policy.weights.a:1: weight must be a positive number",
+        ),
         ({"policy": {"weights": {"nope": 1}}}, "policy.weights.nope: bad endpoint"),
         ({"health": []}, "health: must be a mapping"),
         ({"retry": {"initial_backoff": 2, "max_backoff": 1}}, "retry.max_backoff: must be >="),
@@ -63,7 +66,7 @@ def test_bad_config_names_the_key(data: dict[str, Any], message: str) -> None:
 
 
 def test_unknown_picker_is_named_when_the_channel_is_built() -> None:
-    with pytest.raises(ValueError, match="policy.name: unknown picker 'fastest'"):
+    with pytest.raises(ValueError, match=r"policy\.name: unknown picker 'fastest'"):
         eagle.insecure_channel("127.0.0.1:1", {"policy": "fastest"})
 
 
@@ -87,8 +90,14 @@ def test_files_and_env(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-5, 10) | st.floats(allow_nan=True) | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 _keys = st.sampled_from(

@@ -154,7 +154,7 @@ def test_no_member_fails_fast_naming_each_state() -> None:
 
 
 def test_exclude_moves_retries_to_another_member() -> None:
-    bal, _, eps = make()
+    bal, _, _eps = make()
     for _ in range(30):
         first = bal.pick("/s/m")
         assert first is not None
@@ -201,7 +201,9 @@ def test_custom_picker_registry() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.sampled_from(["ok", "down", "drain"]), min_size=3, max_size=8), st.integers(0, 9))
+@given(
+    st.lists(st.sampled_from(["ok", "down", "drain"]), min_size=3, max_size=8), st.integers(0, 9)
+)
 def test_round_robin_fairness_over_candidates(states: list[str], seed: int) -> None:
     bal, _, eps = make(n=len(states))
     for e, s in zip(eps, states, strict=True):
@@ -231,8 +233,9 @@ def test_round_robin_fairness_over_candidates(states: list[str], seed: int) -> N
 def test_backoff_stays_within_bounds(
     n: int, initial: float, mult: float, jitter: float, seed: int
 ) -> None:
-    cfg = RetryConfig(initial_backoff=initial, multiplier=mult, max_backoff=max(initial, 2.0),
-                      jitter=jitter)
+    cfg = RetryConfig(
+        initial_backoff=initial, multiplier=mult, max_backoff=max(initial, 2.0), jitter=jitter
+    )
     d = backoff_delay(n, cfg, random.Random(seed))
     base = min(initial * mult ** (n - 1), cfg.max_backoff)
     assert base * (1 - jitter) - 1e-9 <= d <= base * (1 + jitter) + 1e-9
@@ -243,8 +246,14 @@ def test_backoff_stays_within_bounds(
 def test_retries_never_sleep_past_the_deadline(timeout: float, seed: int, latency: float) -> None:
     clock = Clock()
     budget = RetryBudget(RetryBudgetConfig(), clock)
-    plan = AttemptPlan(RetryConfig(max_attempts=5, initial_backoff=0.2, max_backoff=2.0),
-                       budget, random.Random(seed), clock.t + timeout, True, 5)
+    plan = AttemptPlan(
+        RetryConfig(max_attempts=5, initial_backoff=0.2, max_backoff=2.0),
+        budget,
+        random.Random(seed),
+        clock.t + timeout,
+        True,
+        5,
+    )
     while True:
         plan.begin("a")
         clock.t += latency
@@ -286,8 +295,9 @@ def test_pushback() -> None:
 def test_per_try_timeout_is_retryable_for_idempotent_calls() -> None:
     clock = Clock()
     budget = RetryBudget(RetryBudgetConfig(), clock)
-    plan = AttemptPlan(RetryConfig(per_try_timeout=0.25), budget, random.Random(1),
-                       clock.t + 1.0, True, 3)
+    plan = AttemptPlan(
+        RetryConfig(per_try_timeout=0.25), budget, random.Random(1), clock.t + 1.0, True, 3
+    )
     plan.begin("a")
     assert plan.attempt_timeout(clock.t) == 0.25
     clock.t += 0.25
@@ -324,7 +334,7 @@ def test_budget_is_never_exceeded(
 
 
 def test_driver_sleeps_then_sends_elsewhere() -> None:
-    bal, clock, eps = make(cfg={"retry": {"idempotent_methods": ["/s/"]}})
+    bal, clock, _eps = make(cfg={"retry": {"idempotent_methods": ["/s/"]}})
     drv = CallDriver(bal, "/s/m", timeout=5.0, wait_for_ready=False, now=clock.t)
     first = drv.next_step(clock.t)
     assert first.kind is SEND

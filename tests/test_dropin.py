@@ -9,14 +9,13 @@ from typing import Any
 
 import grpc
 import pytest
+from _support import FAST, wait_until
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import eagle
 import eagle.aio
 from eagle.testing.cluster import LocalCluster
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
-
-from _support import FAST, wait_until
 
 
 def req(message: str = "hi", **kw: Any) -> echo_pb2.EchoRequest:
@@ -33,8 +32,7 @@ class _Tag(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         self.seen.append(details.method)
-        meta = list(details.metadata or []) + [("x-tag", "intercepted")]
-        details = details._replace(metadata=meta) if hasattr(details, "_replace") else details
+        meta = [*list(details.metadata or []), ("x-tag", "intercepted")]
         return continuation(_Details(details, meta), request)
 
 

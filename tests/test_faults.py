@@ -107,6 +107,7 @@ def test_every_member_down_fails_fast_then_recovers(cluster: LocalCluster) -> No
         # wait_for_ready waits within its deadline until a member can serve
         for i in range(3):
             cluster.restart(i)
-        resp = stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=REJOIN_BOUND,
-                          wait_for_ready=True)
+        resp = stub.Unary(
+            echo_pb2.EchoRequest(message="x"), timeout=REJOIN_BOUND, wait_for_ready=True
+        )
         assert resp.server in {"m0", "m1", "m2"}

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .endpoints import Endpoint
+from .providers.base import Metadata, call_metadata
 
-__all__ = ["MethodHandle", "MethodKey", "SubChannel"]
+__all__ = ["MethodHandle", "MethodKey", "SubChannel", "WithMetadata"]
 
 C = TypeVar("C")
 
@@ -40,23 +41,76 @@ class SubChannel(Generic[C]):
         return mc
 
 
+class WithMetadata:
+    """A grpc multicallable (sync or aio) that adds fixed metadata to every call.
+
+    Works for both call styles: sync (``mc(request, timeout, metadata, ...)``, also
+    ``future`` and ``with_call``) and aio (``mc(request, timeout=..., metadata=...)``).
+    Keys the caller already sets are left as the caller set them.
+    """
+
+    __slots__ = ("_extra", "_keys", "_mc")
+
+    def __init__(self, mc: Any, extra: Metadata) -> None:
+        self._mc = mc
+        self._extra = extra
+        self._keys = frozenset(k for k, _ in extra)
+
+    def _merge(self, metadata: Any) -> Any:
+        if not metadata:
+            return self._extra
+        items = tuple(tuple(pair) for pair in metadata)
+        present = {k for k, _ in items}
+        if self._keys <= present:
+            return items
+        return items + tuple(p for p in self._extra if p[0] not in present)
+
+    def _args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        # args after the request: (timeout, metadata, credentials, ...)
+        if len(args) >= 2:
+            return (args[0], self._merge(args[1]), *args[2:])
+        kwargs["metadata"] = self._merge(kwargs.get("metadata"))
+        return args
+
+    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._mc(request, *self._args(args, kwargs), **kwargs)
+
+    def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """``future`` of the wrapped multicallable, with the metadata added."""
+        return self._mc.future(request, *self._args(args, kwargs), **kwargs)
+
+    def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        """``with_call`` of the wrapped multicallable, with the metadata added."""
+        return self._mc.with_call(request, *self._args(args, kwargs), **kwargs)
+
+
 class MethodHandle:
     """Base of eagle's multicallables: one method, its channel, and the per-member grpc
-    multicallables it uses (looked up once, then kept)."""
+    multicallables it uses (looked up once, then kept while the member's sub-channel is
+    the same one: a member removed and added again gets a fresh sub-channel).
 
-    __slots__ = ("_bal", "_ch", "_mcs", "_method", "_mkey")
+    The metadata the membership provider asks for (``hasleader: true`` with
+    ``membership.etcd.require_leader``) is added here, once, for both shells.
+    """
+
+    __slots__ = ("_bal", "_ch", "_extra", "_mcs", "_method", "_mkey")
 
     def __init__(self, ch: Any, mkey: MethodKey) -> None:
         self._ch = ch
         self._bal = ch._balancer
         self._mkey = mkey
         self._method: str = mkey[1]
-        self._mcs: dict[str, Any] = {}
+        self._mcs: dict[str, tuple[SubChannel[Any], Any]] = {}
+        self._extra: Metadata = call_metadata(ch.config.membership)
 
     def _mc(self, ep: str | None) -> Any:
         assert ep is not None
-        mc = self._mcs.get(ep)
-        if mc is None:
-            mc = self._ch._sub(ep).multicallable(self._mkey)
-            self._mcs[ep] = mc
+        sub = self._ch._sub(ep)
+        entry = self._mcs.get(ep)
+        if entry is not None and entry[0] is sub:
+            return entry[1]
+        mc = sub.multicallable(self._mkey)
+        if self._extra:
+            mc = WithMetadata(mc, self._extra)
+        self._mcs[ep] = (sub, mc)
         return mc

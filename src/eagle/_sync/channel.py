@@ -67,6 +67,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             self._subs[ep.raw] = self._make_sub(ep)
         self._balancer.on_change(self._on_transition)
         self._prober = Prober(self._balancer, self._subs, self.config)
+        self._prober.on_discover = self.update_endpoints  # membership.discover
         if _start:
             self._prober.start()
 

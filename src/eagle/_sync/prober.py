@@ -3,14 +3,21 @@
 Every tick asks the balancer which members are due and sends each a unary
 ``grpc.health.v1.Health/Check`` future with its own deadline. Probes never wait on each
 other and use no thread per member: results arrive on grpc's callback threads.
+
+With ``membership.provider`` set, a due member also gets its membership view fetched
+(the provider's RPCs as futures with deadline ``membership.timeout``); the results go to
+the shared :class:`~eagle.providers.base.ViewFetch`, which hands the view to the
+balancer. Discovery changes are applied from the tick, through ``on_discover`` (the
+channel's ``update_endpoints``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +29,7 @@ from ..config import Config
 from ..core.balancer import Balancer
 from ..core.health import ProbeOutcome, ProbeResult, classify_probe
 from ..probe_calls import HEALTH_CHECK, health_request, serving_status
+from ..providers.base import CallResult, MembershipProbe, ViewFetch
 from ..subchannels import SubChannel
 
 __all__ = ["Prober", "tick_period"]
@@ -51,7 +59,11 @@ class Prober:
         self._lock = threading.Lock()
         self._stopped = False
         self._scheduler: BackgroundScheduler | None = None
-        self.membership: Any = None  # set by the channel when membership is on
+        #: membership probing (None when ``membership.provider`` is null)
+        self.membership: MembershipProbe | None = MembershipProbe.for_balancer(balancer)
+        #: applies discovery's member set (the channel sets its ``update_endpoints``)
+        self.on_discover: Callable[[Sequence[str]], None] | None = None
+        self._view_futs: set[Any] = set()
 
     def start(self) -> None:
         """Start probing (first probes at once)."""
@@ -75,11 +87,57 @@ class Prober:
         if self._stopped:
             return
         now = time.monotonic()
+        mem = self.membership
         for key in self._bal.due_probes(now):
             self._probe(key)
-        if self.membership is not None:
-            self.membership.tick(now)
+            if mem is not None:
+                self._fetch_view(key, mem)
+        if mem is not None:
+            self._discover(mem)
         self._bal.tick(now)
+
+    def _fetch_view(self, key: str, mem: MembershipProbe) -> None:
+        sub = self._subs.get(key)
+        if sub is None:
+            return
+        fetch = mem.begin(key)
+        if fetch is None:
+            return  # the last fetch of this member is still in flight
+        for i, call in enumerate(fetch.calls):
+            try:
+                fut = sub.multicallable(call.key).future(call.request, timeout=fetch.timeout)
+            except Exception as exc:  # closed channel, ...
+                fetch.failed(i, "UNAVAILABLE", f"not sent: {exc}")
+                continue
+            with self._lock:
+                self._view_futs.add(fut)
+            fut.add_done_callback(functools.partial(self._view_done, fetch, i))
+
+    def _view_done(self, fetch: ViewFetch, index: int, fut: Any) -> None:
+        with self._lock:
+            self._view_futs.discard(fut)
+        try:
+            resp = fut.result()
+        except grpc.RpcError as err:
+            fetch.deliver(index, CallResult.from_error(err))
+        except grpc.FutureCancelledError:
+            fetch.failed(index, "CANCELLED", "membership fetch cancelled")
+        except Exception as exc:
+            fetch.failed(index, "UNKNOWN", repr(exc))
+        else:
+            fetch.succeeded(index, resp)
+
+    def _discover(self, mem: MembershipProbe) -> None:
+        apply = self.on_discover
+        if apply is None:
+            return
+        plan = mem.discovery()
+        if plan is None:
+            return
+        try:
+            apply(plan.endpoints)
+        except Exception:
+            log.exception("membership discovery could not set endpoints %s", plan.endpoints)
 
     def _probe(self, key: str) -> None:
         sub = self._subs.get(key)
@@ -124,6 +182,8 @@ class Prober:
     def stop(self) -> None:
         """Stop the scheduler and cancel probes in flight. Idempotent."""
         self._stopped = True
+        if self.membership is not None:
+            self.membership.close()
         sched = self._scheduler
         self._scheduler = None
         if sched is not None:
@@ -132,7 +192,8 @@ class Prober:
             except Exception:  # already stopped (e.g. after fork)
                 log.debug("scheduler shutdown failed", exc_info=True)
         with self._lock:
-            futs = list(self._inflight.values())
+            futs = list(self._inflight.values()) + list(self._view_futs)
             self._inflight.clear()
+            self._view_futs.clear()
         for f in futs:
             f.cancel()

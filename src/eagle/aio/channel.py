@@ -68,6 +68,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._balancer.on_change(self._on_transition)
         self._prober = AioProber(self._balancer, self._subs, self.config)
+        self._prober.on_discover = self.update_endpoints  # membership.discover
         try:
             asyncio.get_running_loop()
         except RuntimeError:

@@ -1,7 +1,8 @@
 """The asyncio prober: an AsyncIOScheduler tick that starts one probe task per due member.
 
 The asyncio twin of :mod:`eagle._sync.prober`; the schedule and the verdicts come from
-the core.
+the core, the membership fetch logic from :mod:`eagle.providers.base` (only the awaiting
+of the provider's RPCs is here).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..config import Config
 from ..core.balancer import Balancer
 from ..core.health import ProbeOutcome, ProbeResult, classify_probe
 from ..probe_calls import HEALTH_CHECK, health_request, serving_status
+from ..providers.base import CallResult, MembershipProbe, ProviderCall, ViewFetch
 from ..subchannels import SubChannel
 
 __all__ = ["AioProber"]
@@ -42,7 +44,10 @@ class AioProber:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._stopped = False
-        self.membership: Any = None
+        #: membership probing (None when ``membership.provider`` is null)
+        self.membership: MembershipProbe | None = MembershipProbe.for_balancer(balancer)
+        #: applies discovery's member set (the channel sets its ``update_endpoints``)
+        self.on_discover: Callable[[Sequence[str]], Awaitable[None]] | None = None
 
     def start(self) -> None:
         """Start probing in the running loop (first probes at once)."""
@@ -65,14 +70,49 @@ class AioProber:
         if self._stopped:
             return
         now = time.monotonic()
-        loop = asyncio.get_running_loop()
+        mem = self.membership
         for key in self._bal.due_probes(now):
-            task = loop.create_task(self._probe(key))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        if self.membership is not None:
-            self.membership.tick(now)
+            self._spawn(self._probe(key))
+            if mem is not None:
+                sub = self._subs.get(key)
+                fetch = mem.begin(key) if sub is not None else None
+                if fetch is not None and sub is not None:
+                    for i, call in enumerate(fetch.calls):
+                        self._spawn(self._fetch_one(sub, fetch, i, call))
+        if mem is not None and self.on_discover is not None:
+            plan = mem.discovery()
+            if plan is not None:
+                self._spawn(self._apply_discovery(plan.endpoints))
         self._bal.tick(now)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch_one(
+        self, sub: SubChannel[Any], fetch: ViewFetch, index: int, call: ProviderCall
+    ) -> None:
+        try:
+            resp = await sub.multicallable(call.key)(call.request, timeout=fetch.timeout)
+        except grpc.aio.AioRpcError as err:
+            fetch.deliver(index, CallResult.from_error(err))
+        except asyncio.CancelledError:
+            fetch.failed(index, "CANCELLED", "membership fetch cancelled")
+            raise
+        except Exception as exc:
+            fetch.failed(index, "UNKNOWN", repr(exc))
+        else:
+            fetch.succeeded(index, resp)
+
+    async def _apply_discovery(self, endpoints: Sequence[str]) -> None:
+        apply = self.on_discover
+        if apply is None or self._stopped:
+            return
+        try:
+            await apply(endpoints)
+        except Exception:
+            log.exception("membership discovery could not set endpoints %s", endpoints)
 
     async def _probe(self, key: str) -> None:
         sub = self._subs.get(key)
@@ -105,6 +145,8 @@ class AioProber:
     async def stop(self) -> None:
         """Stop the scheduler and cancel probes in flight. Idempotent."""
         self._stopped = True
+        if self.membership is not None:
+            self.membership.close()
         sched = self._scheduler
         self._scheduler = None
         if sched is not None:

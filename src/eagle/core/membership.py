@@ -219,20 +219,20 @@ def plan_discovery(
     owner: dict[str, str] = {}
     # endpoints the user gave claim their member first, so a duplicate is a discovered one
     for key in sorted(current, key=lambda k: k in discovered):
-        mid = identity.get(key)
-        if mid is None:
+        who = identity.get(key)
+        if who is None:
             if key in discovered:
                 remove.append(key)
             continue
-        if mid not in listed:
+        if who not in listed:
             v = views.get(key)
             if key in discovered or (v is not None and v.cluster_id == ref.cluster_id):
                 remove.append(key)
             continue
-        if mid in owner and key in discovered:
+        if who in owner and key in discovered:
             remove.append(key)
             continue
-        owner.setdefault(mid, key)
+        owner.setdefault(who, key)
     gone = set(remove)
     kept = [k for k in current if k not in gone]
     if not kept and not add:

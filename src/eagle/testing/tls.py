@@ -38,7 +38,7 @@ _SRC_DIR = str(Path(__file__).resolve().parents[2])
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -197,7 +197,9 @@ class TlsServer:
             cmd += ["--tls-client-ca", str(ca_path)]
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
-        env["PYTHONPATH"] = _SRC_DIR + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+        env["PYTHONPATH"] = _SRC_DIR + (
+            os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else ""
+        )
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         self._err = tempfile.TemporaryFile()  # noqa: SIM115
         self._proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=env)
