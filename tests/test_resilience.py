@@ -145,6 +145,9 @@ def test_non_idempotent_write_that_reached_a_server_is_never_retried(
                     ok.append(rid)
                 except grpc.RpcError as err:
                     assert err.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+                    # the error says the outcome is unknown (it may have been applied)
+                    assert isinstance(err, eagle.OutcomeUnknownError), err
+                    assert "outcome unknown" in err.details()
                     failed.append(rid)
         finally:
             cluster.cont(0)

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
                         noticed[fault] = time.monotonic() - at
 
             ch.on_change(on_change)
-            stub = echo_pb2_grpc.EchoStub(ch)
+            stub = echo_pb2_grpc.EchoStub(ch)  # type: ignore[no-untyped-call]
             load = _Load()
             stop = threading.Event()
             workers = [

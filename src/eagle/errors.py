@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["EagleRpcError", "OutcomeUnknownError"]
+__all__ = ["AioOutcomeUnknownError", "EagleRpcError", "OutcomeUnknownError"]
 
 
 class EagleRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
@@ -76,4 +76,9 @@ class EagleRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
 
 class OutcomeUnknownError(EagleRpcError):
     """A non-idempotent call failed after it may have reached a server: it may or may not
-    have been applied. eagle did not retry it."""
+    have been applied, and eagle did not retry it. ``code()`` is the original code and
+    ``details()`` starts with the original details; ``__cause__`` is the original error."""
+
+
+class AioOutcomeUnknownError(grpc.aio.AioRpcError):  # type: ignore[misc]
+    """The asyncio twin of :class:`OutcomeUnknownError` (a ``grpc.aio.AioRpcError``)."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core.calls import CallDriver
+import grpc
 
-__all__ = ["report_failure"]
+from .core.calls import CallDriver
+from .errors import AioOutcomeUnknownError, OutcomeUnknownError
+
+__all__ = ["final_error", "report_failure"]
 
 
 def report_failure(drv: CallDriver, err: Any, may_retry: bool = True) -> bool:
@@ -20,3 +23,25 @@ def report_failure(drv: CallDriver, err: Any, may_retry: bool = True) -> bool:
     return drv.failed(
         code.name if code is not None else "UNKNOWN", err.details(), trailing, may_retry=may_retry
     )
+
+
+def final_error(drv: CallDriver, err: Any) -> Any:
+    """The error to raise for a call that gave up on ``err``: ``err`` itself, or, when the
+    outcome is unknown (a non-idempotent call that may have been applied), an
+    :class:`~eagle.errors.OutcomeUnknownError` with the same code that says so."""
+    note = drv.unknown_outcome
+    if note is None:
+        return err
+    details = f"{err.details()} ({note})"
+    if isinstance(err, grpc.aio.AioRpcError):
+        wrapped: Any = AioOutcomeUnknownError(
+            err.code(), err.initial_metadata(), err.trailing_metadata(), details=details
+        )
+    else:
+        try:
+            trailing = tuple(err.trailing_metadata() or ())
+        except Exception:
+            trailing = ()
+        wrapped = OutcomeUnknownError(err.code(), details, trailing)
+    wrapped.__cause__ = err
+    return wrapped

@@ -20,7 +20,7 @@ from ..core.status import StatusSnapshot, Transition
 from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
 from ..errors import EagleRpcError
-from ..rpc_outcome import report_failure
+from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import MethodHandle, SubChannel
 from .prober import Prober
@@ -323,7 +323,10 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
             except grpc.RpcError as err:
                 if report_failure(drv, err):
                     continue
-                raise
+                final = final_error(drv, err)
+                if final is err:
+                    raise
+                raise final from err
             drv.succeeded()
             return result
 
@@ -429,7 +432,7 @@ class UnaryFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
             if not self._cancelled and report_failure(self._drv, err):
                 self._start()
             else:
-                self._finish(None, err)
+                self._finish(None, final_error(self._drv, err))
             return
         except grpc.FutureCancelledError as err:
             self._finish(None, err)

@@ -22,7 +22,7 @@ from ..core.calls import SEND, SLEEP, WAIT, CallDriver, Step
 from ..core.status import StatusSnapshot, Transition
 from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
-from ..rpc_outcome import report_failure
+from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import MethodHandle, SubChannel
 from .prober import AioProber
@@ -327,8 +327,11 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
             except grpc.aio.AioRpcError as err:
                 if report_failure(drv, err):
                     continue
-                self._error = err
-                raise
+                final = final_error(drv, err)
+                self._error = final
+                if final is err:
+                    raise
+                raise final from err
             drv.succeeded()
             return result
 

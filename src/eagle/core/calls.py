@@ -70,6 +70,9 @@ SLEEP = StepKind.SLEEP
 WAIT = StepKind.WAIT
 FAIL = StepKind.FAIL
 
+#: codes that do not prove a server rejected the call (it may have been applied)
+OUTCOME_UNKNOWN_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN", "INTERNAL"})
+
 #: how long one WAIT step lasts at most before the shell asks again
 WAIT_SLICE = 0.25
 
@@ -83,6 +86,7 @@ class CallDriver:
         "_method",
         "_wait",
         "endpoint",
+        "unknown_outcome",
         "plan",
         "started",
     )
@@ -103,6 +107,8 @@ class CallDriver:
         self._delay = 0.0
         self.endpoint: str | None = None
         self.started = 0.0
+        #: set when the call failed after it may have reached a server and was not retried
+        self.unknown_outcome: str | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -177,9 +183,15 @@ class CallDriver:
         if not may_retry:
             return False
         pushback = pushback_from(trailing) if trailing else None
-        decision = self.plan.on_failure(code, not never_reached(code, details), now, pushback)
+        reached = not never_reached(code, details)
+        decision = self.plan.on_failure(code, reached, now, pushback)
         self._bal.note_retry(decision.retry, ep, self._method, code, decision.reason)
         if decision.retry:
             self._delay = decision.delay
             return True
+        if reached and not self.plan.idempotent and code in OUTCOME_UNKNOWN_CODES:
+            self.unknown_outcome = (
+                f"eagle: outcome unknown: the call may have been applied by {ep}; "
+                "not retried because its method is not declared idempotent"
+            )
         return False

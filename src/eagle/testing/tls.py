@@ -15,6 +15,7 @@ Server processes are signalled only through their own ``Popen`` handle.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -230,10 +231,8 @@ class TlsServer:
         """Kill the server (by its own handle) and remove its files. Idempotent."""
         if self._proc.poll() is None:
             self._proc.kill()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            pass
         for f in (self._out, self._err):
             if not f.closed:
                 f.close()

@@ -1,0 +1,151 @@
+"""The fault matrix: steady, crash, hang, drain, slow and flap on 3 real echo servers.
+
+Every client of a scenario runs at the same time, each in its own process, against the
+same three members, and the fault hits member 0 (the first endpoint, the one a plain
+channel and ``pick_first`` use) at the same moment for all of them. Load is paced: each
+client sends ``--rate`` calls/s from ``--concurrency`` threads (asyncio: tasks), every
+call with a ``--deadline`` deadline; a thread stuck in a call does not burst to catch up.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eagle.testing.cluster import LocalCluster
+
+from . import analysis
+from .clients import NATIVE, ClientSpec, eagle
+from .common import Ctx, rel
+from .procs import collect, load_spec, start_workers
+
+FAULT_SCENARIOS = ("steady", "crash", "hang", "drain", "slow", "flap")
+
+DESCRIPTIONS = {
+    "steady": "no fault",
+    "crash": "SIGKILL member 0 at t_fault; it stays down",
+    "hang": "SIGSTOP member 0 at t_fault; it stays frozen (SIGCONT at cleanup)",
+    "drain": "member 0's health turns NOT_SERVING at t_fault (it still answers calls)",
+    "slow": "+200 ms on every Echo call of member 0 from t_fault (health stays fast)",
+    "flap": "member 0 frozen (SIGSTOP) for 1 s, resumed (SIGCONT) for 1 s, repeatedly",
+}
+
+VICTIM = 0
+SERVER_MAP = {"m0": 0, "m1": 1, "m2": 2}
+
+
+def clients_for(scenario: str) -> list[ClientSpec]:
+    if scenario == "steady":
+        eagles = [eagle("sync"), eagle("aio"), eagle("sync", "p2c"), eagle("aio", "p2c")]
+    elif scenario == "hang":
+        eagles = [
+            eagle("sync"),
+            eagle("sync", "hi0.2"),
+            eagle("sync", "pertry"),
+            eagle("aio", "hi0.2"),
+        ]
+    elif scenario == "slow":
+        eagles = [eagle("sync"), eagle("sync", "p2c"), eagle("aio", "p2c")]
+    else:
+        eagles = [eagle("sync"), eagle("aio")]
+    return eagles + NATIVE
+
+
+def _apply(cluster: LocalCluster, scenario: str) -> None:
+    if scenario == "crash":
+        cluster.kill(VICTIM)
+    elif scenario in ("hang", "flap"):
+        cluster.stop(VICTIM)
+    elif scenario == "drain":
+        cluster.drain(VICTIM)
+    elif scenario == "slow":
+        cluster.slow(VICTIM, 200)
+
+
+def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
+    opts = ctx.opts
+    clients = ctx.select(clients_for(scenario))
+    duration = opts.duration
+    t_fault_plan = opts.fault_at
+    ctx.stage(f"{scenario}: starting {len(clients)} clients", duration + 6)
+    events: list[tuple[float, str]] = []
+    with LocalCluster(3) as cluster:
+        endpoints = cluster.endpoints
+        specs = [
+            (
+                c.label,
+                load_spec(
+                    c,
+                    endpoints,
+                    concurrency=opts.concurrency,
+                    rate=opts.rate,
+                    deadline=opts.deadline,
+                    server_map=SERVER_MAP,
+                ),
+            )
+            for c in clients
+        ]
+        workers = start_workers(specs, ctx.logs / scenario)
+        try:
+            t0 = time.monotonic() + 0.5
+            for w in workers:
+                w.go(t0, duration, ctx.raw / f"{scenario}-{w.name}.json")
+            ctx.stage(f"{scenario}: load running", duration)
+            t_fault = None
+            if scenario != "steady":
+                ctx.sleep_until(t0 + t_fault_plan, t0)
+                before = rel(t0)
+                _apply(cluster, scenario)
+                t_fault = (before + rel(t0)) / 2
+                events.append((t_fault, DESCRIPTIONS[scenario].split(" at ")[0]))
+                if scenario == "flap":
+                    down = True
+                    nxt = t0 + t_fault + 1.0
+                    while nxt < t0 + duration - 0.3:
+                        ctx.sleep_until(nxt, t0)
+                        if down:
+                            cluster.cont(VICTIM)
+                        else:
+                            cluster.stop(VICTIM)
+                        down = not down
+                        events.append((rel(t0), "stop" if down else "cont"))
+                        nxt += 1.0
+                    if down:
+                        cluster.cont(VICTIM)
+            ctx.sleep_until(t0 + duration, t0)
+            ctx.stage(f"{scenario}: collecting", 1)
+            results = collect(workers, duration, grace=opts.deadline * 6 + 20)
+        finally:
+            for w in workers:
+                w.close()
+    out: dict[str, Any] = {
+        "description": DESCRIPTIONS[scenario],
+        "duration": duration,
+        "t_fault": t_fault,
+        "events": events,
+        "victim": endpoints[VICTIM],
+        "endpoints": endpoints,
+        "clients": {},
+    }
+    for c, r in zip(clients, results, strict=True):
+        entry: dict[str, Any] = {
+            "spec": c.to_json(),
+            "basic": analysis.basic(r, duration),
+            "timeseries": analysis.timeseries(r, duration),
+        }
+        if t_fault is not None:
+            entry["fault"] = analysis.fault_metrics(
+                r,
+                scenario=scenario,
+                t_fault=t_fault,
+                duration=duration,
+                victim=VICTIM,
+                victim_endpoint=endpoints[VICTIM],
+            )
+        if c.is_eagle:
+            entry["eagle_stats"] = r.get("eagle_stats")
+            entry["transitions"] = r.get("transitions", [])[:50]
+            entry["final_states"] = r.get("final_states")
+        out["clients"][c.label] = entry
+    ctx.end_stage()
+    return out
