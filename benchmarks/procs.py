@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,15 +82,17 @@ class Worker:
         except (BrokenPipeError, OSError) as exc:
             raise WorkerError(f"{self.name}: worker is gone ({exc}); {self.tail()}") from None
 
-    def _expect(self, word: str, timeout: float) -> str:
+    def _expect(self, word: str, timeout: float, tick: Callable[[], None] | None = None) -> str:
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise WorkerError(f"{self.name}: no {word} within {timeout:.0f}s; {self.tail()}")
             try:
-                line = self._lines.get(timeout=left)
+                line = self._lines.get(timeout=min(left, 0.5))
             except queue.Empty:
+                if tick is not None:
+                    tick()
                 continue
             if line is None:
                 raise WorkerError(f"{self.name}: exited before {word}; {self.tail()}")
@@ -107,8 +110,10 @@ class Worker:
         self._outfile = outfile
         self._send(f"GO {t0!r} {duration!r} {outfile}")
 
-    def wait_done(self, timeout: float) -> dict[str, Any]:
-        self._expect("DONE", timeout)
+    def wait_done(
+        self, timeout: float, tick: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        self._expect("DONE", timeout, tick)
         with open(self._outfile) as f:
             result: dict[str, Any] = json.load(f)
         return result
@@ -152,17 +157,6 @@ def start_workers(
             w.close(timeout=2)
         raise
     return workers
-
-
-def run_together(
-    workers: list[Worker], duration: float, out_dir: Path, tag: str, lead: float = 0.3
-) -> tuple[float, list[dict[str, Any]]]:
-    """GO every worker at one shared t0; returns (t0, results in order)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic() + lead
-    for w in workers:
-        w.go(t0, duration, out_dir / f"{tag}-{w.name}.json")
-    return t0, []
 
 
 def collect(workers: list[Worker], duration: float, grace: float = 30.0) -> list[dict[str, Any]]:

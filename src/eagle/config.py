@@ -12,7 +12,6 @@ import json
 import math
 import os
 import pathlib
-import re
 import tomllib
 import types
 import typing
@@ -33,6 +32,7 @@ __all__ = [
     "PolicyConfig",
     "RetryBudgetConfig",
     "RetryConfig",
+    "accept_provider_name",
     "load_config",
 ]
 
@@ -217,14 +217,25 @@ class Config:
         return out
 
 
-_PROVIDERS = ("eagle", "etcd")
-# a provider name: the built-ins or one registered with eagle.providers.register_provider
-# (checked against the registry when a channel is built)
-_PROVIDER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# the names ``membership.provider`` accepts: the built-ins, plus every name registered with
+# eagle.providers.register_provider (which calls accept_provider_name)
+_PROVIDERS: set[str] = {"eagle", "etcd"}
+
+
+def accept_provider_name(name: str) -> None:
+    """Let ``membership.provider`` take ``name`` (called by
+    :func:`eagle.providers.register_provider`; the registry itself lives there)."""
+    _PROVIDERS.add(name)
 
 
 def _provider_ok(value: Any) -> bool:
-    return isinstance(value, str) and _PROVIDER_NAME.fullmatch(value) is not None
+    return isinstance(value, str) and value in _PROVIDERS
+
+
+def _provider_error(value: Any) -> str:
+    others = sorted(_PROVIDERS - {"eagle", "etcd"})
+    extra = f" or a registered provider ({', '.join(others)})" if others else ""
+    return f"must be null, 'eagle', 'etcd'{extra}; got {value!r}"
 
 
 def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -239,16 +250,13 @@ def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
         out["membership"] = {}
     elif isinstance(mem, str):
         if not _provider_ok(mem):
-            raise ValueError(
-                f"membership: must be null, 'eagle', 'etcd' or a registered provider name, "
-                f"got {mem!r}"
-            )
+            raise ValueError(f"membership: {_provider_error(mem)}")
         out["membership"] = {"provider": mem}
     elif isinstance(mem, Mapping):
         mem = dict(mem)
         # {"etcd": {...}} alone means provider etcd
         if "provider" not in mem:
-            named = [p for p in _PROVIDERS if p in mem]
+            named = [p for p in ("eagle", "etcd") if p in mem]
             if len(named) == 1:
                 mem["provider"] = named[0]
             if "eagle" in mem:
@@ -317,9 +325,7 @@ def _check_value(f: dataclasses.Field[Any], hint: Any, value: Any, path: str) ->
         return value
     if hint == (str | None):
         if value is not None and not _provider_ok(value):
-            raise _fail(
-                path, f"must be null, 'eagle', 'etcd' or a registered provider name, got {value!r}"
-            )
+            raise _fail(path, _provider_error(value))
         return value
     if hint == tuple[str, ...]:
         if isinstance(value, str) or not isinstance(value, list | tuple):

@@ -23,6 +23,7 @@ from ..errors import EagleRpcError
 from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import MethodHandle, SubChannel
+from .hedging import hedged_call
 from .prober import Prober
 from .streams import SyncStream
 
@@ -305,6 +306,19 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
     ) -> Any:
         ch = self._ch
         drv = ch._driver(self._method, timeout, wait_for_ready)
+        hedge = drv.hedge_delay()
+        if hedge is not None:
+            return hedged_call(
+                self,
+                drv,
+                hedge,
+                request,
+                metadata,
+                credentials,
+                wait_for_ready,
+                compression,
+                with_call,
+            )
         while True:
             step = drv.next_step()
             if step.kind is not SEND:

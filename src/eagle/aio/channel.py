@@ -25,6 +25,7 @@ from ..endpoints import Endpoint, parse_endpoints
 from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import MethodHandle, SubChannel
+from .hedging import hedged_run
 from .prober import AioProber
 
 __all__ = ["Channel", "insecure_channel", "secure_channel"]
@@ -305,6 +306,13 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
         drv = self._drv
         ch = self._owner._ch
         metadata, credentials, wait_for_ready, compression = args
+        hedge = drv.hedge_delay()
+        if hedge is not None:
+            try:
+                return await hedged_run(self._owner, drv, hedge, request, args)
+            except grpc.aio.AioRpcError as err:
+                self._error = err
+                raise
         while True:
             step = drv.next_step()
             if step.kind is not SEND:

@@ -156,6 +156,42 @@ class CallDriver:
         self.started = now
         return Step(SEND, ep, timeout)
 
+    def hedge_delay(self) -> float | None:
+        """The hedging delay for this call, or None when it must not be hedged (hedging off,
+        or the method is not declared idempotent)."""
+        delay = self._bal.config.hedging.delay
+        return delay if delay is not None and self.plan.idempotent else None
+
+    def hedge_step(self, now: float | None = None) -> Step | None:
+        """A SEND step for a hedged attempt on another member, or None when no more hedges
+        are allowed (``hedging.max_attempts``, the retry budget, no other member, or no time
+        left)."""
+        plan = self.plan
+        if plan.attempts >= min(self._bal.config.hedging.max_attempts, plan.max_attempts):
+            return None
+        if now is None:
+            now = time.monotonic()
+        ep = self._bal.pick(self._method, plan.tried)
+        if ep is None or ep in plan.tried:
+            return None
+        timeout = plan.attempt_timeout(now)
+        if timeout is not None and timeout <= 0:
+            return None
+        if not plan.budget.try_withdraw():
+            return None
+        plan.begin(ep)
+        self._bal.note_retry(True, ep, self._method, "HEDGE", "hedged attempt")
+        return Step(SEND, ep, timeout)
+
+    def settle(self, endpoint: str, started: float, code: str, now: float | None = None) -> None:
+        """Report the outcome of one of several concurrent (hedged) attempts."""
+        self.endpoint = endpoint
+        self.started = started
+        if code == "OK":
+            self.succeeded(now)
+        elif code != "CANCELLED":
+            self._bal.done(endpoint, code, (time.monotonic() if now is None else now) - started)
+
     def succeeded(self, now: float | None = None) -> None:
         """Report that the attempt in flight succeeded."""
         ep = self.endpoint

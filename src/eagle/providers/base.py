@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..config import MembershipConfig
+from ..config import MembershipConfig, accept_provider_name
 from ..core.membership import DiscoveryPlan, MemberView, plan_discovery
 
 if TYPE_CHECKING:
@@ -170,6 +170,7 @@ def register_provider(name: str, factory: ProviderFactory, *, replace: bool = Fa
         if name in _REGISTRY and not replace and _REGISTRY[name] is not factory:
             raise ValueError(f"membership provider {name!r} is already registered")
         _REGISTRY[name] = factory
+        accept_provider_name(name)
     _call_metadata.cache_clear()
 
 
