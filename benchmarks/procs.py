@@ -110,9 +110,7 @@ class Worker:
         self._outfile = outfile
         self._send(f"GO {t0!r} {duration!r} {outfile}")
 
-    def wait_done(
-        self, timeout: float, tick: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
+    def wait_done(self, timeout: float, tick: Callable[[], None] | None = None) -> dict[str, Any]:
         self._expect("DONE", timeout, tick)
         with open(self._outfile) as f:
             result: dict[str, Any] = json.load(f)

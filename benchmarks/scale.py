@@ -32,7 +32,9 @@ def run_scale(ctx: Ctx) -> dict[str, Any]:
     quick = ctx.opts.quick
     window = 2.0 if quick else 5.0
     bare = ClientSpec(label="grpc-bare-channels", family="grpc", mode="sync", setup="plain")
-    clients = ctx.select([eagle("sync", "scale"), eagle("aio", "scale"), bare], ("grpc-bare-channels",))
+    clients = ctx.select(
+        [eagle("sync", "scale"), eagle("aio", "scale"), bare], ("grpc-bare-channels",)
+    )
     out: dict[str, Any] = {"window": window, "sizes": {}}
     for n in SIZES:
         ctx.stage(f"scale: {n} endpoints", len(clients) * (window + 5))
@@ -51,7 +53,7 @@ def run_scale(ctx: Ctx) -> dict[str, Any]:
                 try:
                     w.go(time.monotonic() + 0.1, window, ctx.raw / f"scale-{c.label}-{n}.json")
                     r = w.wait_done(
-                        window + 90, tick=lambda: ctx.advance_to(time.monotonic() - t_stage)
+                        window + 90, tick=lambda ts=t_stage: ctx.advance_to(time.monotonic() - ts)
                     )
                 finally:
                     w.close()

@@ -644,7 +644,9 @@ def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         ch.close()
     else:
         # bare grpcio: one channel per endpoint, each connected by one health Check
-        chans = [grpc.insecure_channel(e, options=[("grpc.enable_http_proxy", 0)]) for e in endpoints]
+        chans = [
+            grpc.insecure_channel(e, options=[("grpc.enable_http_proxy", 0)]) for e in endpoints
+        ]
         keep.extend(chans)
         req = health_pb2.HealthCheckRequest(service="")
         futs = [health_pb2_grpc.HealthStub(c).Check.future(req, timeout=30) for c in chans]
@@ -731,7 +733,9 @@ def pick_cost(spec: dict[str, Any]) -> dict[str, Any]:
     results = []
     budget = float(spec.get("seconds_per_case", 0.4))
     for n in spec["sizes"]:
-        eps = parse_endpoints([f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}:2379" for i in range(n)])
+        eps = parse_endpoints(
+            [f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}:2379" for i in range(n)]
+        )
         for policy in spec["policies"]:
             bal = Balancer(eps, Config.from_dict({"policy": policy}))
             for ep in eps:

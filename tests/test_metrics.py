@@ -92,8 +92,10 @@ def test_exporter_after_traffic_and_faults(
         with pytest.raises(ValueError, match="already instrumented"):
             metrics.instrument(nobudget, "main")
         wait_until(
-            lambda: all(s.serving for s in ch.status().values())
-            and all(s.serving for s in nobudget.status().values()),
+            lambda: (
+                all(s.serving for s in ch.status().values())
+                and all(s.serving for s in nobudget.status().values())
+            ),
             5,
             "every member SERVING",
         )
@@ -110,7 +112,9 @@ def test_exporter_after_traffic_and_faults(
 
         # a stream on some member, then drain that member: the watchdog moves the stream
         wait_until(lambda: all(s.serving for s in streams.status().values()), 5, "SERVING")
-        stream = echo_pb2_grpc.EchoStub(streams).ServerStream(echo_pb2.EchoRequest(message="s", interval_ms=20), timeout=20)
+        stream = echo_pb2_grpc.EchoStub(streams).ServerStream(
+            echo_pb2.EchoRequest(message="s", interval_ms=20), timeout=20
+        )
         first = next(stream)
         on = stream.endpoint
         assert on is not None

@@ -21,9 +21,11 @@ from .core.pickers import (
 )
 from .core.status import EndpointStatus, State, StatusSnapshot, Transition
 from .endpoints import Endpoint, parse_endpoints
-from .errors import EagleRpcError, OutcomeUnknownError
+from .errors import AioOutcomeUnknownError, EagleRpcError, OutcomeUnknownError
+from .forking import ForkedChannelError
 
 __all__ = [
+    "AioOutcomeUnknownError",
     "CallInfo",
     "CallOutcome",
     "Channel",
@@ -31,6 +33,7 @@ __all__ = [
     "EagleRpcError",
     "Endpoint",
     "EndpointStatus",
+    "ForkedChannelError",
     "OutcomeUnknownError",
     "PickContext",
     "Picker",

@@ -20,6 +20,7 @@ from ..core.status import StatusSnapshot, Transition
 from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
 from ..errors import EagleRpcError
+from ..forking import ForkedChannelError, generation
 from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import MethodHandle, SubChannel
@@ -53,6 +54,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         _start: bool = True,
     ) -> None:
         self._endpoints = parse_endpoints(endpoints)
+        self._generation = generation()
         self.config = load_config(config)
         self._credentials = credentials
         self._options = list(options)
@@ -245,6 +247,8 @@ class Channel(grpc.Channel):  # type: ignore[misc]
                 return
             self._closed = True
             subs = list(self._subs.values())
+        if self._generation != generation():
+            return  # forked child: grpc state and the prober thread belong to the parent
         self._prober.stop()
         for sub in subs:
             sub.channel.close()
@@ -271,6 +275,11 @@ class Channel(grpc.Channel):  # type: ignore[misc]
 
     # ------------------------------------------------------------ call helpers
     def _driver(self, method: str, timeout: float | None, wait: bool | None) -> CallDriver:
+        if self._generation != generation():
+            raise ForkedChannelError(
+                "eagle: this channel was created before os.fork(); grpc channels and the "
+                "prober's thread do not survive a fork: create a new channel in the child"
+            )
         if self._closed:
             raise EagleRpcError(grpc.StatusCode.CANCELLED, "eagle: channel is closed")
         return CallDriver(self._balancer, method, timeout, wait)

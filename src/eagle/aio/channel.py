@@ -22,6 +22,7 @@ from ..core.calls import SEND, SLEEP, WAIT, CallDriver, Step
 from ..core.status import StatusSnapshot, Transition
 from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
+from ..forking import ForkedChannelError, generation
 from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import MethodHandle, SubChannel
@@ -56,6 +57,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         authorities: dict[str, str] | None = None,
     ) -> None:
         self._endpoints = parse_endpoints(endpoints)
+        self._generation = generation()
         self.config = load_config(config)
         self._credentials = credentials
         self._options = list(options)
@@ -170,6 +172,11 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
             raise _error(step.code, step.details)
 
     def _driver(self, method: str, timeout: float | None, wait: bool | None) -> CallDriver:
+        if self._generation != generation():
+            raise ForkedChannelError(
+                "eagle: this channel was created before os.fork(); grpc channels and the "
+                "prober's thread do not survive a fork: create a new channel in the child"
+            )
         if self._closed:
             raise _error("CANCELLED", "eagle: channel is closed")
         if not self._started:

@@ -151,6 +151,11 @@ class AioProber:
         self._scheduler = None
         if sched is not None:
             try:
+                sched.pause()
+                # let a tick job already handed to the loop finish (it returns at once now)
+                # instead of having APScheduler cancel it and log an error
+                for _ in range(3):
+                    await asyncio.sleep(0)
                 sched.shutdown(wait=False)
             except Exception:
                 log.debug("scheduler shutdown failed", exc_info=True)

@@ -86,9 +86,9 @@ class CallDriver:
         "_method",
         "_wait",
         "endpoint",
-        "unknown_outcome",
         "plan",
         "started",
+        "unknown_outcome",
     )
 
     def __init__(

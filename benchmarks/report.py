@@ -1,0 +1,860 @@
+"""The Markdown report and the target verdicts.
+
+Every target comes from the issues (2, 3 and 5) and is judged as measured, against the
+baseline measured in the same run; nothing is tuned to pass.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .analysis import fmt, ratio
+from .clients import BASELINE, EAGLE_CONFIGS, GRPC_DESCRIPTIONS, GRPC_SETUPS
+from .worker import SLOW_S
+
+MET = "met"
+MISSED = "**MISSED**"
+NOT_RUN = "not run"
+
+#: "flat in N": pick cost at the largest N at most this many times the cost at N = 3
+FLAT_FACTOR = 1.5
+
+
+def _get(d: Any, *path: Any) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def _verdict(ok: bool | None) -> str:
+    if ok is None:
+        return NOT_RUN
+    return MET if ok else MISSED
+
+
+def _never(v: float | None, bound: float | None = None) -> str:
+    if v is None:
+        return "never" if bound is None else f"never (> {bound:.1f} s)"
+    return f"{v:.2f} s"
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target: what was measured, the same-run baseline, and met / missed."""
+    sc = res.get("scenarios", {})
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        area: str, target: str, measured: str, baseline: str, ok: bool | None, source: str
+    ) -> None:
+        rows.append(
+            {
+                "area": area,
+                "target": target,
+                "measured": measured,
+                "baseline": baseline,
+                "verdict": _verdict(ok),
+                "ok": ok,
+                "source": source,
+            }
+        )
+
+    # overhead ------------------------------------------------------------------
+    ov = sc.get("overhead")
+    for gname in ("sync, 1 thread", "asyncio, 16 concurrent"):
+        g = _get(ov, "groups", gname)
+        if g is None:
+            add(
+                "overhead",
+                f"calls/s eagle / grpcio round_robin ({gname}) >= 0.90",
+                "—",
+                "—",
+                None,
+                "issue 2, 5",
+            )
+            continue
+        e = g["clients"][g["eagle"]]["calls_per_s"]
+        b = g["clients"][g["baseline"]]["calls_per_s"]
+        r = g["ratio"]
+        add(
+            "overhead",
+            f"calls/s eagle / grpcio round_robin ({gname}) >= 0.90",
+            f"{r:.2f} ({e:,.0f} vs {b:,.0f} calls/s; rounds "
+            + ", ".join(f"{x:.2f}" for x in g["round_ratios"] if x is not None)
+            + ")",
+            f"{g['baseline']} {b:,.0f} calls/s",
+            r is not None and r >= 0.90,
+            "issue 2, 5",
+        )
+    picks = {(c["n"], c["policy"]): c for c in (_get(ov, "pick", "cases") or [])}
+    for c in _get(sc, "scale", "pick", "cases") or []:
+        picks.setdefault((c["n"], c["policy"]), c)
+    for n in (3, 1000, 1024):
+        c = picks.get((n, "round_robin"))
+        add(
+            "overhead",
+            f"pick cost at {n} endpoints <= 5 µs (round_robin)",
+            f"{c['pick_us']:.2f} µs (p2c {picks[(n, 'p2c')]['pick_us']:.2f} µs)" if c else "—",
+            "—",
+            None if c is None else c["pick_us"] <= 5.0,
+            "issue 2, 5",
+        )
+    c3, c1024 = picks.get((3, "round_robin")), picks.get((1024, "round_robin"))
+    if c3 and c1024:
+        f = c1024["pick_us"] / c3["pick_us"]
+        add(
+            "overhead",
+            f"pick cost flat in N (1024 vs 3 endpoints within {FLAT_FACTOR}x)",
+            f"{f:.2f}x ({c3['pick_us']:.2f} -> {c1024['pick_us']:.2f} µs)",
+            "—",
+            f <= FLAT_FACTOR,
+            "issue 2, 5",
+        )
+    else:
+        add("overhead", "pick cost flat in N", "—", "—", None, "issue 2, 5")
+
+    # failover (issue 2) ---------------------------------------------------------
+    fo = sc.get("failover")
+    e = _get(fo, "clients", "eagle-sync[hi0.2]")
+    b = _get(fo, "clients", "grpc-rr-hc")
+    b_txt = "—"
+    if b:
+        b_txt = (
+            f"grpc-rr-hc: {b['fault']['failed_after']} failed, failures stop "
+            f"{_never(b['fault']['failures_stop_s'])}"
+        )
+    add(
+        "failover",
+        "hang, 4 threads, 1 s deadline, health.interval 0.2: <= 2 failed calls",
+        f"{e['fault']['failed_after']} failed" if e else "—",
+        b_txt,
+        None if e is None else e["fault"]["failed_after"] <= 2,
+        "issue 2",
+    )
+    add(
+        "failover",
+        "…and calls stop failing within 1.5 s",
+        (
+            f"failures stop {_never(e['fault']['failures_stop_s'])} "
+            f"(last failing call sent at {_never(e['fault']['last_hit_sent_s'])})"
+        )
+        if e
+        else "—",
+        b_txt,
+        None
+        if e is None
+        else (e["fault"]["failures_stop_s"] is not None and e["fault"]["failures_stop_s"] <= 1.5),
+        "issue 2",
+    )
+
+    # fault matrix ----------------------------------------------------------------
+    hang = _get(sc, "hang", "clients") or {}
+    base_hang = _get(hang, BASELINE, "fault")
+    bh = (
+        f"{BASELINE}: {base_hang['failed_after']} failed, "
+        f"failures stop {_never(base_hang['failures_stop_s'])}"
+        if base_hang
+        else "—"
+    )
+    for label in ("eagle-sync[hi0.2]", "eagle-aio[hi0.2]"):
+        f = _get(hang, label, "fault")
+        add(
+            "hang",
+            f"{label}: <= 2 failed calls",
+            f"{f['failed_after']} failed" if f else "—",
+            bh,
+            None if f is None else f["failed_after"] <= 2,
+            "issue 5",
+        )
+    f = _get(hang, "eagle-sync[pertry]", "fault")
+    add(
+        "hang",
+        "eagle-sync[pertry] (per_try_timeout 0.25): 0 failed calls",
+        f"{f['failed_after']} failed" if f else "—",
+        bh,
+        None if f is None else f["failed_after"] == 0,
+        "issue 3, 5",
+    )
+    add(
+        "hang",
+        "eagle-sync[pertry]: throughput back to >= 90 % of steady within 1.5 s",
+        (
+            f"{_never(f['tput_recover_s'])} (lowest 0.5 s window "
+            f"{fmt(100 * f['tput_min_ratio'] if f['tput_min_ratio'] is not None else None)} %)"
+        )
+        if f
+        else "—",
+        (f"{BASELINE}: {_never(base_hang['tput_recover_s'])}" if base_hang else "—"),
+        None if f is None else (f["tput_recover_s"] is not None and f["tput_recover_s"] <= 1.5),
+        "issue 3",
+    )
+    crash = _get(sc, "crash", "clients") or {}
+    bc = _get(crash, BASELINE, "fault")
+    for label in ("eagle-sync", "eagle-aio"):
+        f = _get(crash, label, "fault")
+        add(
+            "crash",
+            f"{label} (default config): 0 failed calls",
+            f"{f['failed_after']} failed" if f else "—",
+            f"{BASELINE}: {bc['failed_after']} failed" if bc else "—",
+            None if f is None else f["failed_after"] == 0,
+            "issue 3, 5",
+        )
+    slow = _get(sc, "slow", "clients") or {}
+    steady = _get(sc, "steady", "clients") or {}
+    bs = _get(slow, BASELINE, "fault")
+    for label in ("eagle-sync[p2c]", "eagle-aio[p2c]"):
+        f = _get(slow, label, "fault")
+        st = _get(steady, label, "basic", "p99_ms")
+        ref = "steady run"
+        if st is None and f is not None:
+            st, ref = f["pre_p99_ms"], "pre-fault window"
+        r = ratio(f["fault_p99_ms"], st) if f else None
+        add(
+            "slow",
+            f"{label}: p99 within 1.5x of steady",
+            (
+                f"{r:.2f}x ({fmt(f['fault_p99_ms'])} ms vs {fmt(st)} ms {ref}); "
+                f"member 0 answered {100 * (f.get('victim_share_after_1s') or 0):.1f} % "
+                "of calls after the first second"
+            )
+            if f and r is not None
+            else "—",
+            f"{BASELINE}: p99 {fmt(bs['fault_p99_ms'])} ms" if bs else "—",
+            None if r is None else r <= 1.5,
+            "issue 3, 5",
+        )
+
+    # retry storm -------------------------------------------------------------------
+    rs = _get(sc, "retry_storm", "clients") or {}
+    base = _get(rs, "grpc-rr-retry")
+    bt = _get(rs, "grpc-rr-retry-throttle")
+    btxt = "—"
+    if base:
+        btxt = f"grpc-rr-retry {fmt(base['attempts_per_call'])}"
+        if bt:
+            btxt += f", grpc-rr-retry-throttle {fmt(bt['attempts_per_call'])}"
+    for label in ("eagle-sync[idem]", "eagle-aio[idem]"):
+        c = rs.get(label)
+        add(
+            "retry storm",
+            f"{label}: attempts per call <= 1.2 + 10/s",
+            f"{fmt(c['attempts_per_call'])} (allowed {fmt(c['allowed_per_call'])}; "
+            f"{c['server_attempts']} attempts for {c['storm_calls']} calls)"
+            if c and c["attempts_per_call"] is not None
+            else "—",
+            btxt,
+            None
+            if not c or c["attempts_per_call"] is None
+            else c["attempts_per_call"] <= c["allowed_per_call"],
+            "issue 3",
+        )
+
+    # partition -------------------------------------------------------------------------
+    pt = sc.get("partition")
+    if pt is not None and "skipped" in pt:
+        rows.append(
+            {
+                "area": "partition",
+                "target": "watch resumed within 2.5 s, 0 events lost",
+                "measured": "—",
+                "baseline": "—",
+                "verdict": f"skipped: {pt['skipped']}",
+                "ok": None,
+                "source": "issue 5",
+            }
+        )
+    else:
+        wa = _get(pt, "watchers") or {}
+        b1, b2 = wa.get("watch-plain"), wa.get("watch-hasleader")
+        btxt = "; ".join(
+            f"{n}: resume {_never(w['resume_s'])}, {w['lost']} lost"
+            for n, w in (("watch-plain", b1), ("watch-hasleader", b2))
+            if w
+        )
+        for label in ("eagle-watch", "eagle-watch+hasleader"):
+            w = wa.get(label)
+            ok = None
+            if w:
+                ok = w["resume_s"] is not None and w["resume_s"] <= 2.5 and w["lost"] == 0
+            add(
+                "partition",
+                f"{label}: watch resumed within 2.5 s, 0 events lost",
+                f"resume {_never(w['resume_s'])}, {w['lost']} lost of {w['expected']}"
+                + ("" if w.get("placed_on_victim") else " (NOT placed on the victim)")
+                if w
+                else "—",
+                btxt or "—",
+                ok,
+                "issue 5",
+            )
+
+    # scale ------------------------------------------------------------------------------
+    s1024 = _get(sc, "scale", "sizes", "1024", "clients") or {}
+    bare = s1024.get("grpc-bare-channels")
+    for label in ("eagle-sync[scale]", "eagle-aio[scale]"):
+        c = s1024.get(label)
+        add(
+            "scale",
+            f"{label}: 1024 endpoints probed every second using < 25 % of one core",
+            f"{c['core_pct']:.0f} % of a core ({c['cpu_per_interval_s']:.3f} CPU s per 1 s "
+            f"interval; {c.get('ticks_skipped', 0)} ticks skipped)"
+            if c
+            else "—",
+            "—",
+            None if c is None else c["core_pct"] < 25.0,
+            "issue 5",
+        )
+        add(
+            "scale",
+            f"{label}: < 100 KiB per endpoint, sub-channel included (1024 endpoints)",
+            f"{c['kib_per_endpoint']:.1f} KiB" if c else "—",
+            f"bare grpcio channel: {bare['kib_per_endpoint']:.1f} KiB" if bare else "—",
+            None if c is None else c["kib_per_endpoint"] < 100.0,
+            "issue 5",
+        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _failures(d: dict[str, int]) -> str:
+    if not d:
+        return "0"
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
+
+
+def _x(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}x"
+
+
+def section_overhead(ov: dict[str, Any] | None) -> str:
+    if not ov:
+        return ""
+    if "error" in ov:
+        return f"## Overhead\n\nERROR: {ov['error']}\n"
+    parts = [
+        "## Overhead (issue 2)",
+        "",
+        f"Unary Echo calls as fast as possible over 3 healthy members, {ov['rounds']} "
+        f"interleaved round(s) of {ov['duration']:.1f} s per client, median shown. Ratio = "
+        "calls/s against the group's baseline (grpcio `round_robin` over the same 3).",
+        "",
+    ]
+    rows = []
+    for gname, g in ov["groups"].items():
+        base = g["clients"][g["baseline"]]
+        for label, c in g["clients"].items():
+            rows.append(
+                [
+                    gname,
+                    label + (" (baseline)" if label == g["baseline"] else ""),
+                    f"{c['calls_per_s']:,.0f}",
+                    _x(ratio(c["calls_per_s"], base["calls_per_s"])),
+                    fmt(c["p50_ms"], digits=3),
+                    fmt(c["p99_ms"], digits=3),
+                    fmt(c["cpu_per_1000"], digits=3),
+                    _x(ratio(c["cpu_per_1000"], base["cpu_per_1000"])),
+                    fmt(c["max_rss_mib"], digits=1),
+                ]
+            )
+    parts.append(
+        _table(
+            [
+                "mode",
+                "client",
+                "calls/s",
+                "x baseline",
+                "p50 ms",
+                "p99 ms",
+                "CPU s / 1000 calls",
+                "CPU x baseline",
+                "peak RSS MiB",
+            ],
+            rows,
+        )
+    )
+    parts.append("")
+    cases = _get(ov, "pick", "cases") or []
+    if cases:
+        parts += [
+            "Pick cost: one `Balancer.pick(method)` over N SERVING members (built directly "
+            "from `eagle.parse_endpoints` and `eagle.Config()`), best of 7 rounds; "
+            "`pick + done` adds the outcome report every call also makes.",
+            "",
+            _table(
+                ["N", "policy", "pick µs", "pick + done µs"],
+                [
+                    [str(c["n"]), c["policy"], f"{c['pick_us']:.2f}", f"{c['pick_done_us']:.2f}"]
+                    for c in cases
+                ],
+            ),
+            "",
+        ]
+    parts.append("![overhead](plots/overhead.png)\n")
+    return "\n".join(parts)
+
+
+def _fault_rows(clients: dict[str, Any], base_label: str | None) -> list[list[str]]:
+    base = clients.get(base_label) if base_label else None
+    rows = []
+    for label, c in clients.items():
+        b = c["basic"]
+        f = c.get("fault") or {}
+        bb = base["basic"] if base else None
+        rows.append(
+            [
+                label + (" (baseline)" if label == base_label else ""),
+                str(b["calls"]),
+                _failures(b["failures"]),
+                fmt(b["success_pct"]),
+                fmt(b["throughput"]),
+                _x(ratio(b["throughput"], bb["throughput"])) if bb else "—",
+                fmt(b["p50_ms"]),
+                fmt(b["p99_ms"]),
+                fmt(b["p999_ms"]),
+                _x(ratio(b["p99_ms"], bb["p99_ms"])) if bb else "—",
+                (fmt(f.get("detect_s")) + (" ᵉ" if f.get("status_detect_s") is not None else ""))
+                if f
+                else "—",
+                (fmt(f["recover_s"]) if f.get("recover_s") is not None else "never") if f else "—",
+                (fmt(f["tput_recover_s"]) if f.get("tput_recover_s") is not None else "never")
+                if f
+                else "—",
+                fmt(b["cpu_per_1000"], digits=3),
+                _x(ratio(b["cpu_per_1000"], bb["cpu_per_1000"])) if bb else "—",
+                fmt(b["max_rss_mib"], digits=1),
+            ]
+        )
+    return rows
+
+
+FAULT_HEADER = [
+    "client",
+    "calls",
+    "failures by code",
+    "success %",
+    "ok calls/s",
+    "x base",
+    "p50 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "p99 x base",
+    "detect s",
+    "recover s",
+    "tput recover s",
+    "CPU s/1000 calls",
+    "CPU x base",
+    "peak RSS MiB",
+]
+
+
+def section_matrix(sc: dict[str, Any], names: list[str], opts: dict[str, Any]) -> str:
+    present = [n for n in names if n in sc]
+    if not present:
+        return ""
+    parts = [
+        "## Fault matrix",
+        "",
+        f"3 echo servers on 127.0.0.1; every client at once, each in its own process, "
+        f"{opts['rate']:g} calls/s from {opts['concurrency']} threads (asyncio: tasks), "
+        f"deadline {opts['deadline']:g} s, {opts['duration']:g} s per scenario, fault on "
+        f"member 0 at t = {opts['fault_at']:g} s (it stays faulted to the end). Member 0 is "
+        "the endpoint `grpc-plain` and `grpc-pick-first` use: for them this is the worst "
+        f"case. Baseline for every ratio: `{BASELINE}`. ᵉ = eagle's own status-table "
+        "detection; other detect figures are when the last hit call was sent.",
+        "",
+    ]
+    for name in present:
+        s = sc[name]
+        if "error" in s:
+            parts += [f"### {name}", "", f"ERROR: {s['error']}", ""]
+            continue
+        parts += [f"### {name}: {s['description']}", ""]
+        base = BASELINE if BASELINE in s["clients"] else None
+        parts.append(_table(FAULT_HEADER, _fault_rows(s["clients"], base)))
+        extra = []
+        for label, c in s["clients"].items():
+            f = c.get("fault") or {}
+            if name == "slow" and f.get("victim_share_after_1s") is not None:
+                extra.append(
+                    f"`{label}`: p99 after the fault {fmt(f['fault_p99_ms'])} ms; member 0 "
+                    f"answered {100 * f['victim_share_after_1s']:.1f} % of calls after t_fault+1 s"
+                )
+            if name == "drain" and f.get("victim_share_after_1s") is not None:
+                extra.append(
+                    f"`{label}`: drained member still answered "
+                    f"{100 * f['victim_share_after_1s']:.1f} % of calls after t_fault+1 s"
+                )
+        if extra:
+            parts += ["", *[f"- {e}" for e in extra]]
+        parts += ["", f"![{name}](plots/timeline_{name}.png)", ""]
+    return "\n".join(parts)
+
+
+def section_failover(fo: dict[str, Any] | None) -> str:
+    if not fo:
+        return ""
+    if "error" in fo:
+        return f"## Failover (issue 2)\n\nERROR: {fo['error']}\n"
+    rows = []
+    for label, c in fo["clients"].items():
+        f, b = c["fault"], c["basic"]
+        rows.append(
+            [
+                label,
+                str(b["calls"]),
+                fmt(b["throughput"]),
+                str(f["failed_after"]),
+                _failures(b["failures"]),
+                _never(f["last_hit_sent_s"]),
+                _never(f["failures_stop_s"]),
+                _never(f["status_detect_s"]) if label.startswith("eagle") else "—",
+                fmt(b["cpu_per_1000"], digits=3),
+            ]
+        )
+    return "\n".join(
+        [
+            "## Failover (issue 2)",
+            "",
+            f"3 servers, {fo['threads']} threads in a closed loop (no pacing), deadline "
+            f"{fo['deadline']:g} s, {fo['duration']:g} s run, member 0 frozen (SIGSTOP) at "
+            "t = 2 s and left frozen; each client alone on a fresh cluster.",
+            "",
+            _table(
+                [
+                    "client",
+                    "calls",
+                    "ok calls/s",
+                    "failed after fault",
+                    "failures by code",
+                    "last failing call sent",
+                    "failures stop",
+                    "eagle detect",
+                    "CPU s/1000 calls",
+                ],
+                rows,
+            ),
+            "",
+            "![failover](plots/timeline_failover.png)",
+            "",
+        ]
+    )
+
+
+def section_retry_storm(rs: dict[str, Any] | None) -> str:
+    if not rs:
+        return ""
+    if "error" in rs:
+        return f"## Retry storm\n\nERROR: {rs['error']}\n"
+    rows = []
+    for label, c in rs["clients"].items():
+        st = c.get("eagle_stats") or {}
+        rows.append(
+            [
+                label,
+                str(c["storm_calls"]),
+                str(c["storm_failed"]),
+                str(c["server_attempts"]),
+                fmt(c["attempts_per_call"]),
+                fmt(c["allowed_per_call"]),
+                fmt(c["fault"].get("recover_after_end_s")),
+                str(st.get("retries", "—")),
+                str(st.get("budget_refusals", "—")),
+                fmt(c["basic"]["cpu_per_1000"], digits=3),
+            ]
+        )
+    return "\n".join(
+        [
+            "## Retry storm (issue 3)",
+            "",
+            f"Every member answers UNAVAILABLE for {rs['storm_s']:g} s from t = "
+            f"{rs['t_storm']:g} s (requests sent then carry `fail_code = 14`; the servers "
+            "abort them, retries included). Attempts are counted by the servers. Clients "
+            "run one after another on the same 3 members. `eagle-sync` (default config) "
+            "declares nothing idempotent, so it never re-sends a call that reached a server.",
+            "",
+            _table(
+                [
+                    "client",
+                    "calls in storm",
+                    "failed",
+                    "attempts (servers)",
+                    "attempts / call",
+                    "allowed (1.2 + 10/s)",
+                    "recover after storm s",
+                    "eagle retries",
+                    "eagle budget refusals",
+                    "CPU s/1000 calls",
+                ],
+                rows,
+            ),
+            "",
+            "![retry storm](plots/timeline_retry_storm.png)",
+            "",
+        ]
+    )
+
+
+def section_partition(pt: dict[str, Any] | None) -> str:
+    if not pt:
+        return ""
+    if "skipped" in pt:
+        return f"## Partition\n\nSkipped: {pt['skipped']}\n"
+    if "error" in pt:
+        return f"## Partition\n\nERROR: {pt['error']}\n"
+    parts = [
+        "## Partition (etcd)",
+        "",
+        f"Real 3-member etcd; follower `{pt['victim']}` cut off from its peers with iptables "
+        f"at t = {pt['t_partition']:.2f} s and healed at t = {pt['t_heal']:.2f} s "
+        f"(leader `{pt['leader']}`). Unary: linearizable `KV/Range`. {pt['writes']} writes "
+        f"through the leader ({pt['write_failures']} failed).",
+        "",
+        "Unary calls (recover = last hit before the heal; never = hit until the heal):",
+        "",
+        _table(FAULT_HEADER, _fault_rows(pt["clients"], "grpc-rr-hc")),
+        "",
+        "Watches (first watch placed on the partitioned member):",
+        "",
+    ]
+    rows = []
+    for label, w in pt["watchers"].items():
+        rows.append(
+            [
+                label,
+                "yes" if w.get("placed_on_victim") else "NO",
+                _never(w["resume_s"]),
+                f"{w['lost']} / {w['expected']}",
+                str(w["duplicates"]),
+                fmt(w["max_delay_s"]),
+                str(w["n_errors"]),
+                str(max(0, len(w["opens"]) - 1)),
+            ]
+        )
+    parts.append(
+        _table(
+            [
+                "watcher",
+                "on victim",
+                "resume after cut",
+                "lost / expected",
+                "duplicates",
+                "max delay s",
+                "stream errors",
+                "re-opens",
+            ],
+            rows,
+        )
+    )
+    parts += ["", "![partition](plots/timeline_partition.png)", ""]
+    return "\n".join(parts)
+
+
+def section_scale(s: dict[str, Any] | None) -> str:
+    if not s:
+        return ""
+    if "error" in s:
+        return f"## Scale\n\nERROR: {s['error']}\n"
+    rows = []
+    for n, entry in s["sizes"].items():
+        for label, c in entry["clients"].items():
+            is_eagle = label.startswith("eagle")
+            rows.append(
+                [
+                    n,
+                    label,
+                    f"{c['all_probed_s']:.2f}",
+                    f"{c['cpu_per_interval_s']:.3f}" if is_eagle else "—",
+                    f"{c['core_pct']:.0f} %"
+                    if is_eagle
+                    else f"{100 * c['cpu_per_s']:.1f} % (idle)",
+                    f"{c['kib_per_endpoint']:.1f}",
+                    ", ".join(f"{k} {v}" for k, v in (c.get("states") or {}).items()) or "—",
+                    str(c.get("ticks_skipped", "—")),
+                    fmt(c.get("probe_latency_p50_ms")),
+                    fmt(c.get("probe_latency_max_ms")),
+                ]
+            )
+    parts = [
+        "## Scale",
+        "",
+        "One server process listening on N ports; each client alone in a fresh process. "
+        f"eagle probes every endpoint every 1 s (`health.interval` 1.0); CPU measured over "
+        f"a quiet {s['window']:g} s window without calls. KiB per endpoint = RSS growth from "
+        "before the channel was created to after every endpoint was probed, divided by N. "
+        "`grpc-bare-channels` = N plain grpcio channels, each connected by one health "
+        "`Check`: grpcio's own cost per channel. `all probed` for it = time to connect all.",
+        "",
+        _table(
+            [
+                "N",
+                "client",
+                "all probed s",
+                "CPU s per interval",
+                "% of one core",
+                "KiB / endpoint",
+                "states",
+                "ticks skipped",
+                "probe p50 ms",
+                "probe max ms",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    cases = _get(s, "pick", "cases") or []
+    if cases:
+        parts += [
+            _table(
+                ["N", "policy", "pick µs", "pick + done µs"],
+                [
+                    [str(c["n"]), c["policy"], f"{c['pick_us']:.2f}", f"{c['pick_done_us']:.2f}"]
+                    for c in cases
+                ],
+            ),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def section_configs(res: dict[str, Any]) -> str:
+    used = sorted(res.get("eagle_configs_used", []))
+    parts = [
+        "## Configurations",
+        "",
+        "eagle configs used in this run (as passed to `eagle.insecure_channel(..., "
+        "config=...)`; every key not given is at its default):",
+        "",
+    ]
+    for name in used:
+        parts.append(f"- `{name}`: `{json.dumps(EAGLE_CONFIGS[name])}`")
+    parts += [
+        "",
+        "<details><summary>eagle defaults (<code>eagle.Config().to_dict()</code>)</summary>",
+        "",
+        "```json",
+        json.dumps(res.get("eagle_defaults", {}), indent=1),
+        "```",
+        "</details>",
+        "",
+        "grpcio setups (all with `grpc.enable_http_proxy` 0):",
+        "",
+    ]
+    for name, desc in GRPC_DESCRIPTIONS.items():
+        _, sc, extra = GRPC_SETUPS[name]
+        detail = []
+        if sc:
+            detail.append(f"service config `{json.dumps(sc)}`")
+        if extra:
+            detail.append("options " + ", ".join(f"`{k}={v}`" for k, v in extra))
+        parts.append(f"- `{name}`: {desc}" + (f"; {'; '.join(detail)}" if detail else ""))
+    parts.append("")
+    return "\n".join(parts)
+
+
+def section_definitions() -> str:
+    return "\n".join(
+        [
+            "## Definitions",
+            "",
+            f"- A call is *hit* by a fault when it failed, took >= {SLOW_S * 1000:.0f} ms, or "
+            "(drain) was answered by the drained member.",
+            "- **detect**: eagle (ᵉ): the faulted member left SERVING in eagle's status "
+            "table; grpcio exposes no per-member status, so for it: when the last hit call "
+            "was *sent* (after that it stopped sending calls into the fault).",
+            "- **recover**: when the last hit call *ended*: the last time the application saw "
+            "a failure or a slow call. *never* = hits went on to the end of the run.",
+            "- **failures stop** (failover): the same, counting failed calls only.",
+            "- **tput recover**: after the fault, the end of the last 0.5 s window whose "
+            "successful calls/s were under 90 % of the pre-fault level.",
+            "- **ok calls/s**: successful calls per second over the whole run; latency "
+            "percentiles cover every call, failed ones included.",
+            "- **CPU s / 1000 calls**: user + system CPU of the client's own process "
+            "(`getrusage`) during the load, every thread included (eagle's prober too), per "
+            "1000 calls. **peak RSS**: the process's `ru_maxrss`.",
+            "- Times are seconds after the fault was injected.",
+            "",
+        ]
+    )
+
+
+def render(res: dict[str, Any], plots: set[str] | None = None) -> str:
+    """The whole report. With ``plots`` given, image links to other plots are dropped
+    (the copy in ``results/latest`` only carries the key plots)."""
+    sc = res.get("scenarios", {})
+    env = res.get("env", {})
+    opts = res.get("options", {})
+    targets = res.get("targets") or evaluate_targets(res)
+    lines = [
+        "# eagle benchmark report",
+        "",
+        f"- run: `{res.get('run_id')}`, {'quick' if opts.get('quick') else 'full'} mode, "
+        f"took {res.get('elapsed_s', 0):.0f} s",
+        f"- command: `{res.get('command')}`",
+        f"- machine: {env.get('cpu')}, {env.get('cores')} cores, {env.get('kernel')}; "
+        f"load average at start {env.get('loadavg_start')}, at end {env.get('loadavg_end')}",
+        f"- versions: Python {env.get('python')}, grpcio {env.get('grpcio')}, eagle "
+        f"{env.get('eagle')} (git {env.get('git')})",
+        "",
+        "The machine is shared and noisy: compare ratios against the baseline measured in "
+        "the same run, not absolute numbers across runs.",
+        "",
+        "## Targets",
+        "",
+        _table(
+            ["area", "target (source)", "measured", "baseline, same run", "verdict"],
+            [
+                [
+                    t["area"],
+                    f"{t['target']} ({t['source']})",
+                    t["measured"],
+                    t["baseline"],
+                    t["verdict"],
+                ]
+                for t in targets
+            ],
+        ),
+        "",
+    ]
+    met = sum(1 for t in targets if t["ok"] is True)
+    missed = [t for t in targets if t["ok"] is False]
+    lines.append(f"{met} of {len(targets)} targets met, {len(missed)} missed.")
+    if missed:
+        lines += ["", "Missed, with the measured figure:", ""]
+        lines += [f"- {t['target']}: {t['measured']}" for t in missed]
+    lines += ["", "![success](plots/success.png)", ""]
+    lines.append(section_overhead(sc.get("overhead")))
+    lines.append(section_matrix(sc, ["steady", "crash", "hang", "drain", "slow", "flap"], opts))
+    lines.append(section_failover(sc.get("failover")))
+    lines.append(section_retry_storm(sc.get("retry_storm")))
+    lines.append(section_partition(sc.get("partition")))
+    lines.append(section_scale(sc.get("scale")))
+    errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
+    if errors:
+        lines += ["## Errors", ""] + [f"- `{k}`: {v}" for k, v in errors.items()] + [""]
+    lines.append(section_configs(res))
+    lines.append(section_definitions())
+    text = "\n".join(lines)
+    if plots is not None:
+        out = []
+        for line in text.splitlines():
+            if line.startswith("![") and "(plots/" in line:
+                name = line.split("(plots/")[1].rstrip(")")
+                if name not in plots:
+                    continue
+            out.append(line)
+        text = "\n".join(out) + "\n"
+    return text
