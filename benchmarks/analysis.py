@@ -8,7 +8,8 @@ Definitions (also printed in the report):
   for grpcio (which exposes no per-member status), when the last hit call was *sent*
   (after that the client stopped sending calls into the fault);
 * **recover**: when the last hit call *ended*, i.e. the last time the application saw
-  a failure or a slow call (``None``/"never" when hits went on until the end of the run);
+  a failure or a slow call (``None``/"never" when hit calls were still being sent in
+  the last ``SETTLE_S`` of the run, or of the fault when it is lifted);
 * **failures stop**: the same, counting failed calls only (issue 2's "time until calls
   stop failing");
 * **tput recover**: after the fault, when the rolling 0.5 s throughput of successful calls
@@ -92,6 +93,7 @@ def basic(result: dict[str, Any], duration: float) -> dict[str, Any]:
         "cpu_per_1000": 1000.0 * cpu / n if n else None,
         "max_rss_mib": float(result.get("max_rss_kib", 0)) / 1024.0,
         "stuck": int(result.get("stuck_threads", 0)),
+        "errors": result.get("errors", []),
     }
 
 
@@ -141,7 +143,7 @@ def fault_metrics(
             return 0.0
         t = float(a[field][mask].max())
         # hits still happening at the end of the window: not recovered
-        if float(a["end"][mask].max()) > horizon - SETTLE_S:
+        if float(a["start"][mask].max()) > horizon - SETTLE_S:
             return None
         return max(0.0, t - t_fault)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -170,7 +171,9 @@ def _print_targets(console: Console, targets: list[dict[str, Any]]) -> None:
     for t in targets:
         verdict = t["verdict"].replace("**", "")
         style = "green" if t["ok"] else ("red" if t["ok"] is False else "yellow")
-        table.add_row(t["area"], t["target"], t["measured"], f"[{style}]{verdict}")
+        table.add_row(
+            escape(t["area"]), escape(t["target"]), escape(t["measured"]), f"[{style}]{verdict}"
+        )
     console.print(table)
 
 
@@ -247,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     ctx.end_stage()
                     kill_all()
                     res["scenarios"][name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-                    console.log(f"[red]{name} failed: {exc}")
+                    console.log(f"[red]{name} failed: {escape(str(exc))}")
                     (out / "logs").mkdir(exist_ok=True)
                     with open(out / "logs" / f"{name}-error.txt", "w") as f:
                         traceback.print_exc(file=f)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID
 
 from .clients import ClientSpec, matches
@@ -70,7 +71,7 @@ class Ctx:
         """Start a progress bar for one stage (``total`` in seconds, an estimate)."""
         if self._task is not None:
             self.progress.remove_task(self._task)
-        self._task = self.progress.add_task(description, total=max(total, 0.1))
+        self._task = self.progress.add_task(escape(description), total=max(total, 0.1))
 
     def advance_to(self, seconds: float) -> None:
         if self._task is not None:

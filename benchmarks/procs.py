@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import eagle
+
 from .clients import ClientSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +44,8 @@ class Worker:
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "a")  # noqa: SIM115 - closed in close()
         env = dict(os.environ)
-        src = str(REPO_ROOT / "src")
+        # the same eagle the orchestrator imported (normally REPO_ROOT/src)
+        src = str(Path(eagle.__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO_ROOT), src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .analysis import fmt, ratio
+from .analysis import CODE_NAMES, fmt, ratio
 from .clients import BASELINE, EAGLE_CONFIGS, GRPC_DESCRIPTIONS, GRPC_SETUPS
 from .worker import SLOW_S
 
@@ -501,7 +501,29 @@ def section_matrix(sc: dict[str, Any], names: list[str], opts: dict[str, Any]) -
         if extra:
             parts += ["", *[f"- {e}" for e in extra]]
         parts += ["", f"![{name}](plots/timeline_{name}.png)", ""]
+        parts += _error_samples(s["clients"])
     return "\n".join(parts)
+
+
+def _error_samples(clients: dict[str, Any]) -> list[str]:
+    lines = []
+    for label, c in clients.items():
+        for e in (c.get("basic") or {}).get("errors", [])[:6]:
+            code = CODE_NAMES.get(e["code"], str(e["code"]))
+            details = e["details"].replace("|", "/").replace("\n", " ")[:160]
+            lines.append(f"| {label} | {code} | {e['count']} | {e['first_t']:.2f} | {details} |")
+    if not lines:
+        return []
+    return [
+        "<details><summary>failed calls: codes and details</summary>",
+        "",
+        "| client | code | count | first at s | details |",
+        "|---|---|---|---|---|",
+        *lines,
+        "",
+        "</details>",
+        "",
+    ]
 
 
 def section_failover(fo: dict[str, Any] | None) -> str:
@@ -550,6 +572,7 @@ def section_failover(fo: dict[str, Any] | None) -> str:
             "",
             "![failover](plots/timeline_failover.png)",
             "",
+            *_error_samples(fo["clients"]),
         ]
     )
 
@@ -660,6 +683,7 @@ def section_partition(pt: dict[str, Any] | None) -> str:
         )
     )
     parts += ["", "![partition](plots/timeline_partition.png)", ""]
+    parts += _error_samples(pt["clients"])
     return "\n".join(parts)
 
 
@@ -776,7 +800,8 @@ def section_definitions() -> str:
             "table; grpcio exposes no per-member status, so for it: when the last hit call "
             "was *sent* (after that it stopped sending calls into the fault).",
             "- **recover**: when the last hit call *ended*: the last time the application saw "
-            "a failure or a slow call. *never* = hits went on to the end of the run.",
+            "a failure or a slow call. *never* = hit calls were still being sent in the last "
+            "0.75 s of the run (or of the fault, when it is lifted).",
             "- **failures stop** (failover): the same, counting failed calls only.",
             "- **tput recover**: after the fault, the end of the last 0.5 s window whose "
             "successful calls/s were under 90 % of the pre-fault level.",

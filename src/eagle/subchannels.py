@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from .endpoints import Endpoint
@@ -82,6 +82,57 @@ class WithMetadata:
     def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         """``with_call`` of the wrapped multicallable, with the metadata added."""
         return self._mc.with_call(request, *self._args(args, kwargs), **kwargs)
+
+
+#: how long a removed member's sub-channel stays open for calls already placed on it
+RETIRE_GRACE = 30.0
+
+
+class SubChannelPool(Generic[C]):
+    """The sub-channels of one eagle channel: the members' (``active``, the dict the prober
+    reads) and removed members' ones that are *retiring*: still usable by calls already
+    placed on them, closed after :data:`RETIRE_GRACE` seconds. ``generation`` changes on
+    every change of the member set, so cached multicallables can be dropped."""
+
+    def __init__(self, make: Callable[[Endpoint], SubChannel[C]]) -> None:
+        self._make = make
+        self.active: dict[str, SubChannel[C]] = {}
+        self.retiring: dict[str, SubChannel[C]] = {}
+        self.generation = 0
+
+    def get(self, key: str) -> SubChannel[C]:
+        """The sub-channel of ``key`` (active or retiring); KeyError when neither."""
+        sub = self.active.get(key)
+        if sub is None:
+            sub = self.retiring[key]
+        return sub
+
+    def add(self, endpoints: Sequence[Endpoint]) -> None:
+        """Make sure every endpoint has an active sub-channel (a retiring one comes back)."""
+        for ep in endpoints:
+            if ep.raw not in self.active:
+                old = self.retiring.pop(ep.raw, None)
+                self.active[ep.raw] = old if old is not None else self._make(ep)
+        self.generation += 1
+
+    def retire(self, keys: Sequence[str]) -> list[SubChannel[C]]:
+        """Move removed members' sub-channels to retiring; returns them."""
+        gone = [self.active.pop(k) for k in keys if k in self.active]
+        for sub in gone:
+            self.retiring[sub.key] = sub
+        self.generation += 1
+        return gone
+
+    def forget(self, sub: SubChannel[C]) -> bool:
+        """Drop a retiring sub-channel (it is about to be closed); False if it came back."""
+        if self.retiring.get(sub.key) is sub:
+            del self.retiring[sub.key]
+            return True
+        return False
+
+    def all(self) -> list[SubChannel[C]]:
+        """Every sub-channel, active and retiring."""
+        return [*self.active.values(), *self.retiring.values()]
 
 
 class MethodHandle:

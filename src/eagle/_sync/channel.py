@@ -23,7 +23,7 @@ from ..errors import EagleRpcError
 from ..forking import ForkedChannelError, generation
 from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
-from ..subchannels import MethodHandle, SubChannel
+from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel, SubChannelPool
 from .hedging import hedged_call
 from .prober import Prober
 from .streams import SyncStream
@@ -60,14 +60,15 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         self._options = list(options)
         self._authorities = dict(authorities or {})
         self._balancer = Balancer(self._endpoints, self.config)
-        self._subs: dict[str, SubChannel[grpc.Channel]] = {}
+        self._pool: SubChannelPool[grpc.Channel] = SubChannelPool(self._make_sub)
+        self._subs = self._pool.active
         self._lock = threading.Lock()
         self._closed = False
         self._cond = threading.Condition()
         self._streams = StreamRegistry()
         self._connectivity_subs: list[Callable[[grpc.ChannelConnectivity], None]] = []
         for ep in self._endpoints:
-            self._subs[ep.raw] = self._make_sub(ep)
+            self._pool.add([ep])
         self._balancer.on_change(self._on_transition)
         self._prober = Prober(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
@@ -84,7 +85,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         return SubChannel(ep, ch)
 
     def _sub(self, key: str) -> SubChannel[grpc.Channel]:
-        return self._subs[key]
+        return self._pool.get(key)
 
     # ------------------------------------------------------------------ status
     def status(self) -> StatusSnapshot:
@@ -113,15 +114,22 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         with self._lock:
             if self._closed:
                 raise ValueError("channel is closed")
-            for ep in parsed:
-                if ep.raw not in self._subs:
-                    self._subs[ep.raw] = self._make_sub(ep)
+            self._pool.add(parsed)
             _, removed = self._balancer.update_endpoints(parsed)
-            gone = [self._subs.pop(k) for k in removed]
+            gone = self._pool.retire(removed)
         for sub in gone:
             for stream in self._streams.to_abort_all(sub.key):
                 stream.abort(f"eagle: member {sub.key} was removed")
-            sub.channel.close()
+            # calls already placed on it may finish; close it after a grace period
+            timer = threading.Timer(RETIRE_GRACE, self._close_retired, (sub,))
+            timer.daemon = True
+            timer.start()
+
+    def _close_retired(self, sub: SubChannel[grpc.Channel]) -> None:
+        with self._lock:
+            if not self._pool.forget(sub):
+                return
+        sub.channel.close()
 
     def _on_transition(self, t: Transition) -> None:
         streams, reason = self._streams.to_abort(t)
@@ -246,7 +254,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             if self._closed:
                 return
             self._closed = True
-            subs = list(self._subs.values())
+            subs = self._pool.all()
         if self._generation != generation():
             return  # forked child: grpc state and the prober thread belong to the parent
         self._prober.stop()

@@ -25,7 +25,7 @@ from ..endpoints import Endpoint, parse_endpoints
 from ..forking import ForkedChannelError, generation
 from ..rpc_outcome import final_error, report_failure
 from ..subchannel_options import subchannel_options
-from ..subchannels import MethodHandle, SubChannel
+from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel, SubChannelPool
 from .hedging import hedged_run
 from .prober import AioProber
 
@@ -63,7 +63,8 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         self._options = list(options)
         self._authorities = dict(authorities or {})
         self._balancer = Balancer(self._endpoints, self.config)
-        self._subs: dict[str, SubChannel[Any]] = {}
+        self._pool: SubChannelPool[Any] = SubChannelPool(self._make_sub)
+        self._subs = self._pool.active
         self._closed = False
         self._started = False
         self._streams = StreamRegistry()
@@ -88,7 +89,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         self._started = True
         self._changed = asyncio.Event()
         for ep in self._endpoints:
-            self._subs[ep.raw] = self._make_sub(ep)
+            self._pool.add([ep])
         self._prober.start()
 
     def _make_sub(self, ep: Endpoint) -> SubChannel[Any]:
@@ -100,7 +101,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         return SubChannel(ep, ch)
 
     def _sub(self, key: str) -> SubChannel[Any]:
-        return self._subs[key]
+        return self._pool.get(key)
 
     # ------------------------------------------------------------------ status
     def status(self) -> StatusSnapshot:
@@ -126,15 +127,20 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         """Change the member set; members that stay keep their state and calls."""
         parsed = parse_endpoints(endpoints)
         self._start()
-        for ep in parsed:
-            if ep.raw not in self._subs:
-                self._subs[ep.raw] = self._make_sub(ep)
+        self._pool.add(parsed)
         _, removed = self._balancer.update_endpoints(parsed)
-        for key in removed:
-            sub = self._subs.pop(key)
-            for stream in self._streams.to_abort_all(key):
-                stream.abort(f"eagle: member {key} was removed")
-            await sub.channel.close()
+        for sub in self._pool.retire(removed):
+            for stream in self._streams.to_abort_all(sub.key):
+                stream.abort(f"eagle: member {sub.key} was removed")
+            # calls already placed on it may finish; close it after a grace period
+            loop = asyncio.get_running_loop()
+            loop.call_later(RETIRE_GRACE, self._close_retired, sub)
+
+    def _close_retired(self, sub: SubChannel[Any]) -> None:
+        if self._pool.forget(sub) and not self._closed:
+            task = asyncio.ensure_future(sub.channel.close())
+            self._prober._tasks.add(task)
+            task.add_done_callback(self._prober._tasks.discard)
 
     def _on_transition(self, t: Transition) -> None:
         streams, reason = self._streams.to_abort(t)
@@ -197,7 +203,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
             return
         self._closed = True
         await self._prober.stop()
-        subs = list(self._subs.values())
+        subs = self._pool.all()
         await asyncio.gather(*(s.channel.close(grace) for s in subs), return_exceptions=True)
         self._wake()
 
