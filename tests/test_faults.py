@@ -111,3 +111,79 @@ def test_every_member_down_fails_fast_then_recovers(cluster: LocalCluster) -> No
             echo_pb2.EchoRequest(message="x"), timeout=REJOIN_BOUND, wait_for_ready=True
         )
         assert resp.server in {"m0", "m1", "m2"}
+
+
+def _flap(cluster: LocalCluster) -> None:
+    for _ in range(5):  # up and down every 200 ms for 2 s, then stays up
+        cluster.drain(0)
+        time.sleep(0.2)
+        cluster.undrain(0)
+        time.sleep(0.2)
+
+
+def _all_down(cluster: LocalCluster) -> None:
+    for i in range(3):
+        cluster.kill(i)
+    time.sleep(1.5)
+    for i in range(3):
+        cluster.restart(i)
+
+
+def _slow(cluster: LocalCluster) -> None:
+    cluster.slow(0, 200)
+    time.sleep(1.5)
+    cluster.slow(0, 0)
+
+
+RECOVERY = {"slow": _slow, "flap": _flap, "all_down": _all_down}
+
+
+async def recovery_scenario(
+    cluster: LocalCluster,
+    fault: str,
+    status: Callable[[], eagle.StatusSnapshot],
+    call: Callable[[], Awaitable[str]],
+) -> None:
+    """During the fault calls may fail; after it every member returns to rotation and
+    calls succeed again, without anyone restarting the client."""
+    await _until(lambda: all(s.serving for s in status().values()), 5, "all members SERVING")
+    loop = asyncio.get_running_loop()
+    injected = loop.run_in_executor(None, RECOVERY[fault], cluster)
+    while not injected.done():  # keep calling through the fault; failures allowed here
+        try:
+            await call()
+        except grpc.RpcError:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # let the loop see the fault thread finish
+    await injected
+    await _until(lambda: all(s.serving for s in status().values()), REJOIN_BOUND, "rejoin")
+    servers = [await call() for _ in range(30)]
+    assert set(servers) == {"m0", "m1", "m2"}, servers
+
+
+@pytest.mark.parametrize("fault", sorted(RECOVERY))
+def test_sync_recovers_after(cluster: LocalCluster, fault: str) -> None:
+    config = {**FAST, "outlier": {"base_ejection_time": 1.0}}
+    with eagle.insecure_channel(cluster.endpoints, config) as ch:
+        stub = echo_pb2_grpc.EchoStub(ch)
+
+        async def call() -> str:
+            return str(stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=2).server)
+
+        asyncio.run(recovery_scenario(cluster, fault, ch.status, call))
+
+
+@pytest.mark.parametrize("fault", sorted(RECOVERY))
+def test_aio_recovers_after(cluster: LocalCluster, fault: str) -> None:
+    config = {**FAST, "outlier": {"base_ejection_time": 1.0}}
+
+    async def main() -> None:
+        async with eagle.aio.insecure_channel(cluster.endpoints, config) as ch:
+            stub = echo_pb2_grpc.EchoStub(ch)
+
+            async def call() -> str:
+                return str((await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=2)).server)
+
+            await recovery_scenario(cluster, fault, ch.status, call)
+
+    asyncio.run(main())

@@ -282,8 +282,7 @@ def _channel(args: argparse.Namespace, cfg: Config) -> Channel:
     except ValueError as exc:
         raise _UsageError(f"eagle {args.command}: error: {exc}") from None
     keys = [ep.raw for ep in endpoints]
-    tls = bool(args.tls or args.cacert or args.cert or args.key or args.tls_server_name)
-    if not tls:
+    if not _is_tls(args):
         return insecure_channel(keys, cfg)
     try:
         creds = load_credentials(args.cacert, args.cert, args.key)
@@ -520,7 +519,7 @@ def _cmd_probe(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         else:
             why = short_error(st, tls) or ("no answer yet" if st.state is State.UNKNOWN else "")
             line = f"{st.endpoint} is unhealthy: {st.state.value}" + (f": {why}" if why else "")
-            print(line, file=out)
+            print(line, file=err)  # as etcdctl endpoint health: the unhealthy go to stderr
     return code
 
 

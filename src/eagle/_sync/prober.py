@@ -30,6 +30,7 @@ from ..core.balancer import Balancer
 from ..core.health import ProbeOutcome, ProbeResult, classify_probe
 from ..probe_calls import HEALTH_CHECK, health_request, serving_status
 from ..providers.base import CallResult, MembershipProbe, ViewFetch
+from ..scheduler_log import scheduler_logger
 from ..subchannels import SubChannel
 
 __all__ = ["Prober", "tick_period"]
@@ -71,6 +72,7 @@ class Prober:
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             daemon=True,
+            logger=scheduler_logger(),
         )
         sched.add_job(
             self.tick,
@@ -175,8 +177,6 @@ class Prober:
             outcome = ProbeOutcome(ProbeResult.UNREACHABLE, latency, f"probe failed: {exc!r}")
         else:
             outcome = classify_probe(None, serving_status(resp), None, latency)
-            if outcome.error and "unknown serving status" in outcome.error:
-                log.warning("member %s: %s", key, outcome.error)
         self._bal.on_probe(key, outcome)
 
     def stop(self) -> None:

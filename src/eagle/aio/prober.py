@@ -23,6 +23,7 @@ from ..core.balancer import Balancer
 from ..core.health import ProbeOutcome, ProbeResult, classify_probe
 from ..probe_calls import HEALTH_CHECK, health_request, serving_status
 from ..providers.base import CallResult, MembershipProbe, ProviderCall, ViewFetch
+from ..scheduler_log import scheduler_logger
 from ..subchannels import SubChannel
 
 __all__ = ["AioProber"]
@@ -54,6 +55,7 @@ class AioProber:
         sched = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(),
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            logger=scheduler_logger(),
         )
         sched.add_job(
             self.tick,
@@ -137,8 +139,6 @@ class AioProber:
             )
         else:
             outcome = classify_probe(None, serving_status(resp), None, time.monotonic() - start)
-            if outcome.error and "unknown serving status" in outcome.error:
-                log.warning("member %s: %s", key, outcome.error)
         if not self._stopped:
             self._bal.on_probe(key, outcome)
 

@@ -280,8 +280,12 @@ class Balancer:
             if m is None:
                 return
             m.probing = False
+            previous = m.health.last_error
             m.health.apply(outcome, now)
             self._refresh(m, now, out)
+        if outcome.error and outcome.error != previous:
+            # one warning per distinct problem, not one per probe
+            log.warning("member %s: %s", key, outcome.error)
         if self.observers.probe:
             self.observers.emit_probe(key, outcome)
         self._fire(out)

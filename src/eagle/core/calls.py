@@ -198,6 +198,20 @@ class CallDriver:
         if ep is not None:
             self._bal.done(ep, "OK", (time.monotonic() if now is None else now) - self.started)
 
+    def _retry_code(self, code: str, now: float) -> str:
+        """The code to judge a retry by. An attempt that used up its per-try timeout
+        timed out, whatever the server's answer raced the client's deadline with (a
+        grpc-go server such as etcd answers its own expired deadline with UNKNOWN
+        "context deadline exceeded")."""
+        per_try = self.plan.cfg.per_try_timeout
+        if (
+            per_try is not None
+            and code != "DEADLINE_EXCEEDED"
+            and now - self.started >= per_try - 2e-3
+        ):
+            return "DEADLINE_EXCEEDED"
+        return code
+
     def failed(
         self,
         code: str,
@@ -220,7 +234,7 @@ class CallDriver:
             return False
         pushback = pushback_from(trailing) if trailing else None
         reached = not never_reached(code, details)
-        decision = self.plan.on_failure(code, reached, now, pushback)
+        decision = self.plan.on_failure(self._retry_code(code, now), reached, now, pushback)
         self._bal.note_retry(decision.retry, ep, self._method, code, decision.reason)
         if decision.retry:
             self._delay = decision.delay
