@@ -40,7 +40,7 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 soak: $(STAMP)
-	$(PY) -m pytest -ra -q tests/soak --soak
+	$(PY) -m eagle.testing.soak --minutes 10
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache
