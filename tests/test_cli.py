@@ -255,10 +255,11 @@ def test_probe_exit_codes(members: Members) -> None:
     some = run("probe", "--endpoints", f"{members.healthy},{members.drained}", *cfg)
     assert some.returncode == 1
     assert f"{members.healthy} is healthy" in some.stdout
-    assert f"{members.drained} is unhealthy: NOT_SERVING" in some.stdout
+    assert f"{members.drained} is unhealthy: NOT_SERVING" in one_clean_line(some.stderr)
     none = run("probe", "--endpoints", f"{members.drained},{members.frozen}", *cfg)
     assert none.returncode == 2
-    assert f"{members.frozen} is unhealthy: UNREACHABLE" in none.stdout
+    assert f"{members.frozen} is unhealthy: UNREACHABLE" in none.stderr
+    assert none.stdout == ""
 
 
 def test_probe_json(members: Members) -> None:
@@ -282,9 +283,9 @@ def test_probe_json(members: Members) -> None:
 def test_probe_unreachable_endpoint() -> None:
     r = run("probe", "--endpoints", "127.0.0.1:1", "--wait", "3")
     assert r.returncode == 2
-    assert "127.0.0.1:1 is unhealthy: UNREACHABLE" in r.stdout
-    assert "refused" in r.stdout.lower()
-    assert "Traceback" not in r.stderr
+    line = one_clean_line(r.stderr)
+    assert "127.0.0.1:1 is unhealthy: UNREACHABLE" in line
+    assert "refused" in line.lower()
 
 
 # --------------------------------------------------------------- config sources
@@ -307,43 +308,56 @@ def test_endpoints_from_env(members: Members) -> None:
 
 
 # ------------------------------------------------------------------ usage errors
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["status", "--endpoints", "127.0.0.1:1", "--bogus"], "unrecognized arguments: --bogus"),
-        (["status", "--endpoints", "localhost"], "bad endpoint 'localhost': missing ':port'"),
-        (["status", "--endpoints", "a:1,a:1"], "duplicate endpoint"),
-        (["probe"], "no endpoints"),
-        (["status", "--endpoints", "a:1", "-w", "yaml"], "invalid choice: 'yaml'"),
-        (["status", "--endpoints", "a:1", "--interval", "-1"], "positive number"),
-        (["status", "--endpoints", "a:1", "--count", "2"], "--count needs --watch"),
-        (["frobnicate"], "invalid choice: 'frobnicate'"),
-        (["status", "--endpoints", "a:1", "--config", "x.yaml"], "must end in .json or .toml"),
-        (["status", "--endpoints", "a:1", "--cert", "c.pem"], "give both --cert and --key"),
-        (["status", "--endpoints", "a:1", "--cacert", "/nope.pem"], "cannot read"),
-    ],
-)
-def test_usage_errors_are_one_line(args: list[str], needle: str) -> None:
-    r = run(*args)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert needle in one_clean_line(r.stderr)
-    assert r.stdout == ""
+USAGE_ERRORS = [
+    (["status", "--endpoints", "127.0.0.1:1", "--bogus"], "unrecognized arguments: --bogus"),
+    (["status", "--endpoints", "localhost"], "bad endpoint 'localhost': missing ':port'"),
+    (["status", "--endpoints", "a:1,a:1"], "duplicate endpoint"),
+    (["probe"], "no endpoints"),
+    (["status", "--endpoints", "a:1", "-w", "yaml"], "invalid choice: 'yaml'"),
+    (["status", "--endpoints", "a:1", "--interval", "-1"], "positive number"),
+    (["status", "--endpoints", "a:1", "--count", "2"], "--count needs --watch"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["status", "--endpoints", "a:1", "--config", "x.yaml"], "must end in .json or .toml"),
+    (["status", "--endpoints", "a:1", "--cert", "c.pem"], "give both --cert and --key"),
+    (["status", "--endpoints", "a:1", "--cacert", "/nope.pem"], "cannot read"),
+]
 
 
-def test_help_has_examples() -> None:
-    for args in (["--help"], ["status", "--help"], ["probe", "--help"], ["bench", "--help"]):
+def test_usage_errors_from_the_real_script() -> None:
+    """A few through the installed script: one line on stderr, exit status 2."""
+    for args, needle in (USAGE_ERRORS[0], USAGE_ERRORS[1], USAGE_ERRORS[8]):
         r = run(*args)
-        assert r.returncode == 0
-        assert "examples:" in r.stdout
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert needle in one_clean_line(r.stderr)
+        assert r.stdout == ""
+
+
+@pytest.mark.parametrize(("args", "needle"), USAGE_ERRORS)
+def test_usage_errors_are_one_line(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert eagle.cli.main(args) == 2
+    out, err = capsys.readouterr()
+    assert needle in one_clean_line(err)
+    assert out == ""
+
+
+def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     r = run("--help")
+    assert r.returncode == 0 and "examples:" in r.stdout
     for cmd in ("status", "probe", "demo", "bench"):
         assert cmd in r.stdout
     r = subprocess.run(
         [sys.executable, "-m", "eagle.cli", "probe", "--help"], capture_output=True, text=True
     )
-    assert r.returncode == 0 and "--tls-server-name" in r.stdout
-    assert run("--version").stdout.startswith("eagle ")
-    assert run().returncode == 2  # no command: help, exit 2
+    assert r.returncode == 0 and "--tls-server-name" in r.stdout and "examples:" in r.stdout
+    for args in (["status", "--help"], ["demo", "--help"], ["bench", "--help"]):
+        assert eagle.cli.main(args) == 0
+        assert "examples:" in capsys.readouterr().out
+    assert eagle.cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("eagle ")
+    assert eagle.cli.main([]) == 2  # no command: the help, exit status 2
+    assert "usage: eagle" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- demo / bench

@@ -98,9 +98,7 @@ def test_observability_names_every_metric() -> None:
     names = {m.name for m in reg.collect()}
     text = (DOCS / "observability.md").read_text()
     counters = {m.name for m in reg.collect() if m.type == "counter"}
-    missing = [
-        n for n in names if f"`{n}_total`" not in text and f"`{n}`" not in text
-    ]
+    missing = [n for n in names if f"`{n}_total`" not in text and f"`{n}`" not in text]
     assert not missing, f"docs/observability.md does not document: {', '.join(missing)}"
     for n in counters:
         assert f"`{n}_total`" in text, f"counter {n} must be documented with _total"

@@ -99,14 +99,25 @@ def test_exporter_after_traffic_and_faults(
             5,
             "every member SERVING",
         )
+        # the probes of the "streams" channel (every 0.2 s) all land in the histogram
+        wait_until(
+            lambda: all(
+                _value(_scrape(server.url), "eagle_probe_duration_seconds_count", endpoint=ep)
+                for ep in eps
+            ),
+            5,
+            "a probe of every member in the histogram",
+        )
         stub = echo_pb2_grpc.EchoStub(ch)
         for _ in range(30):
             stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
         before = _scrape(server.url)
         assert _value(before, "eagle_picks_total", channel="main") == 30
         for ep in eps:
-            assert _value(before, "eagle_endpoint_state", channel="main", endpoint=ep,
-                          state="SERVING") == 1  # fmt: skip
+            assert (
+                _value(before, "eagle_endpoint_state", channel="main", endpoint=ep, state="SERVING")
+                == 1
+            )
             assert _value(before, "eagle_probe_duration_seconds_count", endpoint=ep) >= 1
             assert _value(before, "eagle_probes_total", endpoint=ep, result="SERVING") >= 1
 
@@ -152,17 +163,31 @@ def test_exporter_after_traffic_and_faults(
 
         after = _scrape(server.url)
         assert _value(after, "eagle_stream_moves_total", channel="streams", endpoint=on) == 1
-        assert _value(after, "eagle_retries_total", channel="main", endpoint=dead,
-                      code="UNAVAILABLE") >= 1  # fmt: skip
+        assert (
+            _value(after, "eagle_retries_total", channel="main", endpoint=dead, code="UNAVAILABLE")
+            >= 1
+        )
         assert _value(after, "eagle_ejections_total", channel="main", endpoint=dead) == 1
-        assert _value(after, "eagle_endpoint_state", channel="main", endpoint=dead,
-                      state="EJECTED") == 1  # fmt: skip
+        assert (
+            _value(after, "eagle_endpoint_state", channel="main", endpoint=dead, state="EJECTED")
+            == 1
+        )
         assert _value(after, "eagle_state_transitions_total", endpoint=dead, state="EJECTED") == 1
-        assert _value(after, "eagle_state_transitions_total", channel="streams", endpoint=on,
-                      state="NOT_SERVING") == 1  # fmt: skip
+        assert (
+            _value(
+                after,
+                "eagle_state_transitions_total",
+                channel="streams",
+                endpoint=on,
+                state="NOT_SERVING",
+            )
+            == 1
+        )
         assert _value(after, "eagle_picks_total", channel="main") >= 60
-        assert _value(after, "eagle_retry_budget_refusals_total", channel="nobudget",
-                      endpoint=dead) == refused  # fmt: skip
+        assert (
+            _value(after, "eagle_retry_budget_refusals_total", channel="nobudget", endpoint=dead)
+            == refused
+        )
         assert _value(after, "eagle_retries_total", channel="nobudget") == 0
         # the balancer's own counters agree with the exported ones
         assert ch.balancer.stats.ejections == 1
@@ -184,15 +209,19 @@ def test_exporter_after_traffic_and_faults(
         streams.close()
 
 
-def test_instrument_default_registry_helpers(cluster3: LocalCluster) -> None:
+def test_instrument_default_registry_helpers() -> None:
     reg = prometheus_client.CollectorRegistry()
-    with eagle.insecure_channel(cluster3.endpoints[:1]) as ch:
+    fast = {"health": {"interval": 0.1, "timeout": 0.2}}
+    with eagle.insecure_channel("127.0.0.1:1", fast) as ch:  # nothing listens there
         stop = eagle.metrics.instrument(ch, "helper", registry=reg)
-        wait_until(lambda: ch.status()[cluster3.endpoints[0]].serving, 5, "SERVING")
+        wait_until(lambda: ch.status()["127.0.0.1:1"].state is eagle.State.UNREACHABLE, 5, "out")
         text = prometheus_client.generate_latest(reg).decode()
-        assert 'eagle_endpoint_state{channel="helper"' in text
+        assert (
+            'eagle_endpoint_state{channel="helper",endpoint="127.0.0.1:1",state="UNREACHABLE"} 1.0'
+            in text
+        )
         # a second call reuses the same families in that registry
-        with eagle.insecure_channel(cluster3.endpoints[1:2]) as ch2:
+        with eagle.insecure_channel("127.0.0.1:2") as ch2:
             eagle.metrics.instrument(ch2, "helper2", registry=reg)
         stop()
     with eagle.metrics.start_http_server(0, registry=reg) as srv:

@@ -27,7 +27,7 @@ from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 from eagle.tls import explain_tls_error, load_credentials
 
 pytest.importorskip("cryptography")
-from eagle.testing.tls import CertAuthority, CertPair, TlsServer  # noqa: E402
+from eagle.testing.tls import CertAuthority, CertPair, TlsServer
 
 #: probes every 0.2 s, 0.5 s deadline, 2 misses: a bad member is UNREACHABLE in ~0.5 s
 FAST = {"health": {"interval": 0.2, "timeout": 0.5, "unhealthy_threshold": 2}}
@@ -243,12 +243,20 @@ def test_cli_with_tls_flags(pki: Pki, servers: Servers) -> None:
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert ok.stdout.count("is healthy") == 2
     bad = subprocess.run(
-        [*eagle_cli, "status", "--endpoints", servers.tls.endpoint, "--cacert", pki.other_ca_file,
-         "--tls-server-name", HOST],
+        [
+            *eagle_cli,
+            "status",
+            "--endpoints",
+            servers.tls.endpoint,
+            "--cacert",
+            pki.other_ca_file,
+            "--tls-server-name",
+            HOST,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
-    )  # fmt: skip
+    )
     assert bad.returncode == 1
     assert "not signed by a trusted CA" in bad.stdout
     assert bad.stderr.strip().count("\n") == 0, bad.stderr  # one line

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import aio
+from . import aio, hooks
 from ._sync.channel import Channel, insecure_channel, secure_channel
 from .config import Config, load_config
 from .core.pickers import (
@@ -41,6 +41,7 @@ __all__ = [
     "StatusSnapshot",
     "Transition",
     "aio",
+    "hooks",
     "available_pickers",
     "insecure_channel",
     "load_config",
