@@ -13,6 +13,7 @@ import pytest
 import eagle
 from eagle.config import Config, MembershipConfig
 from eagle.core.balancer import Balancer
+from eagle.core.calls import SEND, CallDriver
 from eagle.core.health import ProbeOutcome, ProbeResult
 from eagle.core.membership import MemberView, judge_views, judging_config, plan_discovery
 from eagle.core.resume import ResumePlan
@@ -215,7 +216,7 @@ def test_etcd_status_parsing() -> None:
 
 def test_etcd_errors_and_discovery() -> None:
     p = EtcdProvider(MembershipConfig(provider="etcd", discover=True))
-    status_call, list_call = p.calls()
+    _status_call, list_call = p.calls()
     assert list_call.method == "/etcdserverpb.Cluster/MemberList"
     members = etcd_pb2.MemberListResponse(
         members=[
@@ -281,13 +282,14 @@ class FixedProvider(MembershipProvider):
 
 def test_registry_and_custom_provider_in_config() -> None:
     with pytest.raises(ValueError, match="membership: must be null"):
-        Config.from_dict({"membership": "fixed-test"})
-    register_provider("fixed-test", FixedProvider)
-    assert {"eagle", "etcd", "fixed-test"} <= set(available_providers())
-    cfg = Config.from_dict({"membership": "fixed-test"})
+        Config.from_dict({"membership": "registry-test"})
+    register_provider("registry-test", FixedProvider)
+    assert {"eagle", "etcd", "registry-test"} <= set(available_providers())
+    cfg = Config.from_dict({"membership": "registry-test"})
     assert isinstance(create_provider(cfg.membership), FixedProvider)
+    register_provider("registry-test", FixedProvider)  # the same factory again: fine
     with pytest.raises(ValueError, match="already registered"):
-        register_provider("fixed-test", EagleProvider)
+        register_provider("registry-test", EagleProvider)
     assert create_provider(MembershipConfig()) is None
 
 
@@ -347,7 +349,7 @@ def test_fetch_completes_in_any_order_and_once() -> None:
 
 def test_probe_discovery_plan() -> None:
     register_provider("fixed-test", FixedProvider, replace=True)
-    bal, eps = _balancer("eagle", discover=True)
+    bal, _eps = _balancer("eagle", discover=True)
     probe = MembershipProbe.for_balancer(bal)
     assert probe is not None
     assert probe.discovery() is None  # nothing fetched yet
@@ -500,3 +502,19 @@ def test_server_options_and_publisher() -> None:
 def test_channel_rejects_unknown_provider_by_key() -> None:
     with pytest.raises(ValueError, match=r"membership: must be null, 'eagle', 'etcd'"):
         eagle.insecure_channel("127.0.0.1:1", {"membership": "zookeeper"})
+
+
+def test_answer_racing_the_per_try_deadline_counts_as_a_timeout() -> None:
+    # etcd answers its own expired deadline with UNKNOWN "context deadline exceeded"
+    cfg = {"retry": {"per_try_timeout": 0.5, "idempotent_methods": ["/etcdserverpb.KV/Range"]}}
+    eps = parse_endpoints(["h:1", "h:2"])
+    bal = Balancer(eps, Config.from_dict(cfg), rng=random.Random(2))
+    drv = CallDriver(bal, "/etcdserverpb.KV/Range", 5.0, None, now=100.0)
+    step = drv.next_step(now=100.0)
+    assert step.kind is SEND and step.timeout == 0.5
+    assert drv.failed("UNKNOWN", "context deadline exceeded", now=100.5)
+    step = drv.next_step(now=100.6)
+    step = drv.next_step(now=100.6) if step.kind is not SEND else step
+    assert step.kind is SEND
+    # an UNKNOWN well before the per-try deadline is not a timeout: not retried
+    assert not drv.failed("UNKNOWN", "boom", now=100.7)

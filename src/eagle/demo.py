@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     events: list[str] = []
 
     with LocalCluster(3) as cluster:
+        server_pids = [m.pid for m in cluster.members]
         names = {ep: f"m{i}" for i, ep in enumerate(cluster.endpoints)}
         say(f"eagle demo: 3 members on loopback: {', '.join(cluster.endpoints)}")
         say(f"config: {json.dumps(DEMO_CONFIG)}")
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
             for w in workers:
                 w.join(3)
             final = ch.status()
+        server_pids += [m.pid for m in cluster.members if m.pid not in server_pids]
 
     lat = sorted(load.latencies)
     p50 = statistics.median(lat) * 1000 if lat else 0.0
@@ -165,6 +167,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         "noticed_after_s": {k: round(v, 2) for k, v in noticed.items()},
         "calls_per_member": dict(load.per_server),
         "all_serving_at_end": all(s.state is State.SERVING for s in final.values()),
+        "server_pids": server_pids,
     }
     if args.json:
         say(json.dumps(summary, indent=2))

@@ -53,7 +53,9 @@ def etcd_watch_resume(request: Any, response: Any) -> Any:
     ``mod_revision`` + 1. After the "created" response of a watch that started at the
     current revision (``start_revision`` 0): the creation revision + 1, so events that
     happen while the stream is re-opened are replayed rather than lost. A canceled watch
-    (e.g. compacted) raises ``RuntimeError``: it cannot be resumed exactly.
+    (e.g. compacted) raises ``RuntimeError``: it cannot be resumed exactly. Do not ask
+    for ``fragment``: a fragmented response would be resumed past the events of its
+    revision still to come.
     """
     if getattr(response, "canceled", False):
         raise RuntimeError(
