@@ -395,3 +395,23 @@ def test_ejections_never_exceed_the_cap(n: int, pct: float, failures: list[int])
         clock.t += 0.5
         det.sweep(clock.t)
         assert sum(det.ejected(f"m{i}", clock.t) for i in range(n)) <= cap
+
+
+def test_no_leader_answers_mark_partitioned_not_ejected() -> None:
+    bal, clock, eps = make(cfg={"health": {"interval": 0.5}})
+    a = eps[0]
+    for e in eps:
+        bal.on_probe(e, OK)
+    for _ in range(10):
+        drv = CallDriver(bal, "/etcdserverpb.KV/Range", timeout=1.0, wait_for_ready=False)
+        step = drv.next_step(clock.t)
+        drv.endpoint = a  # the attempt went to `a`
+        drv.failed("UNAVAILABLE", "etcdserver: no leader", now=clock.t, may_retry=False)
+    st_a = bal.snapshot()[a]
+    assert st_a.state is State.PARTITIONED
+    assert "no leader" in (st_a.last_error or "")
+    assert st_a.times_ejected == 0  # a membership signal, not an outlier failure
+    assert step.kind is SEND
+    clock.t += 2.6  # 5 x interval without another such answer: back in rotation
+    bal.tick()
+    assert bal.snapshot()[a].state is State.SERVING

@@ -192,9 +192,9 @@ def test_partition_moves_the_watch_and_reads(cluster: EtcdCluster) -> None:
         attempts: list[tuple[float, str, str]] = []  # (start, member, code)
         orig_done = rch.balancer.done
 
-        def done(endpoint: str, code: str, latency: float) -> None:
+        def done(endpoint: str, code: str, latency: float, details: str | None = None) -> None:
             attempts.append((time.monotonic() - latency, endpoint, code))
-            orig_done(endpoint, code, latency)
+            orig_done(endpoint, code, latency, details)
 
         rch.balancer.done = done  # type: ignore[method-assign]
         left_at: list[float] = []

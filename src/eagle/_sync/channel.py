@@ -282,7 +282,9 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             pass
 
     # ------------------------------------------------------------ call helpers
-    def _driver(self, method: str, timeout: float | None, wait: bool | None) -> CallDriver:
+    def _driver(
+        self, method: str, timeout: float | None, wait: bool | None, streaming: bool = False
+    ) -> CallDriver:
         if self._generation != generation():
             raise ForkedChannelError(
                 "eagle: this channel was created before os.fork(); grpc channels and the "
@@ -290,7 +292,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             )
         if self._closed:
             raise EagleRpcError(grpc.StatusCode.CANCELLED, "eagle: channel is closed")
-        return CallDriver(self._balancer, method, timeout, wait)
+        return CallDriver(self._balancer, method, timeout, wait, streaming=streaming)
 
     def _pause(self, step: Step) -> None:
         """Carry out a SLEEP or WAIT step, or raise for a FAIL step."""
@@ -635,7 +637,7 @@ class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignor
     iterator was handed to grpc (its messages cannot be replayed)."""
 
     def _place(self, timeout: float | None, wait: bool | None) -> tuple[CallDriver, Step]:
-        drv = self._ch._driver(self._method, timeout, wait)
+        drv = self._ch._driver(self._method, timeout, wait, streaming=True)
         while True:
             step = drv.next_step()
             if step.kind is SEND:

@@ -45,7 +45,7 @@ class SyncStream(grpc.Call, grpc.Future):  # type: ignore[misc]
         self._request = request
         self._client_streaming = client_streaming
         self._args = (metadata, credentials, wait_for_ready, compression)
-        self._drv = owner._ch._driver(owner._method, timeout, wait_for_ready)
+        self._drv = owner._ch._driver(owner._method, timeout, wait_for_ready, streaming=True)
         self._lock = threading.Lock()
         self._call: Any = None
         self._endpoint: str | None = None

@@ -177,7 +177,9 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         else:
             raise _error(step.code, step.details)
 
-    def _driver(self, method: str, timeout: float | None, wait: bool | None) -> CallDriver:
+    def _driver(
+        self, method: str, timeout: float | None, wait: bool | None, streaming: bool = False
+    ) -> CallDriver:
         if self._generation != generation():
             raise ForkedChannelError(
                 "eagle: this channel was created before os.fork(); grpc channels and the "
@@ -187,7 +189,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
             raise _error("CANCELLED", "eagle: channel is closed")
         if not self._started:
             self._start()
-        return CallDriver(self._balancer, method, timeout, wait)
+        return CallDriver(self._balancer, method, timeout, wait, streaming=streaming)
 
     # ---------------------------------------------------- grpc.aio.Channel API
     async def __aenter__(self) -> Channel:
@@ -646,7 +648,7 @@ class UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable):  # type: i
         compression: Any = None,
     ) -> StreamCall:
         """Open the stream; iterate with ``async for`` or call ``read()``."""
-        drv = self._ch._driver(self._method, timeout, wait_for_ready)
+        drv = self._ch._driver(self._method, timeout, wait_for_ready, streaming=True)
         return StreamCall(
             self, drv, request, False, (metadata, credentials, wait_for_ready, compression)
         )
@@ -665,7 +667,7 @@ class StreamStream(_MultiCallable, grpc.aio.StreamStreamMultiCallable):  # type:
         compression: Any = None,
     ) -> StreamCall:
         """Open the stream; use ``write``/``done_writing``/``read`` or a request iterator."""
-        drv = self._ch._driver(self._method, timeout, wait_for_ready)
+        drv = self._ch._driver(self._method, timeout, wait_for_ready, streaming=True)
         return StreamCall(
             self,
             drv,
@@ -688,7 +690,7 @@ class StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: i
         compression: Any = None,
     ) -> Any:
         """Start the call; returns grpc.aio's own call object for the attempt."""
-        drv = self._ch._driver(self._method, timeout, wait_for_ready)
+        drv = self._ch._driver(self._method, timeout, wait_for_ready, streaming=True)
         step = drv.next_step()
         if step.kind is not SEND:
             # no member at all: fail the call the grpc.aio way, when awaited

@@ -39,6 +39,9 @@ __all__ = ["Balancer", "Stats"]
 
 log = logging.getLogger("eagle.balancer")
 
+#: what a member cut off from its cluster answers calls with (etcd: "etcdserver: no leader")
+_NO_LEADER = "no leader"
+
 Listener = Callable[[Transition], None]
 
 #: the reason :class:`~eagle.core.retry.AttemptPlan` gives when the retry budget is spent
@@ -112,6 +115,8 @@ class Balancer:
         self._due: list[tuple[float, int, str]] = []
         self._seq = 0
         self._verdicts: dict[str, Verdict] = {}
+        #: passive PARTITIONED verdicts from calls answered "no leader": until, reason
+        self._passive: dict[str, tuple[float, str]] = {}
         self._leader: str | None = None
         self._judging = judging_config(config.membership)
         for ep in endpoints:
@@ -146,6 +151,7 @@ class Balancer:
                 del self._members[k]
                 del self._endpoints[k]
                 self._verdicts.pop(k, None)
+                self._passive.pop(k, None)
             for k in added:
                 self._add(new[k], now)
             # keep the given order
@@ -202,6 +208,9 @@ class Balancer:
         health = m.health.state
         if verdict is not None and verdict.partitioned and health is State.SERVING:
             return State.PARTITIONED, verdict.reason
+        passive = self._passive.get(m.key)
+        if passive is not None and now < passive[0] and health is State.SERVING:
+            return State.PARTITIONED, passive[1]
         return health, m.health.last_error or "probe"
 
     def _refresh(self, m: _Member, now: float, out: list[Transition], why: str = "") -> None:
@@ -221,6 +230,7 @@ class Balancer:
     def _status(self, m: _Member) -> EndpointStatus:
         h = m.health
         v = self._verdicts.get(m.key)
+        passive = self._passive.get(m.key)
         view = m.view
         return EndpointStatus(
             endpoint=m.key,
@@ -230,13 +240,25 @@ class Balancer:
             last_probe=h.last_probe,
             last_latency=h.last_latency,
             consecutive_failures=h.consecutive_failures,
-            last_error=(v.reason if v is not None and v.partitioned else h.last_error),
+            last_error=(
+                v.reason
+                if v is not None and v.partitioned
+                else passive[1]
+                if passive is not None and m.state is State.PARTITIONED
+                else h.last_error
+            ),
             ejected_until=self.outlier.ejected_until(m.key),
             times_ejected=self.outlier.times_ejected(m.key),
             leader=view.leader_id if view else None,
             term=view.term if view else None,
             member_id=view.member_id if view else None,
-            verdict=v.reason if v is not None else None,
+            verdict=(
+                passive[1]
+                if passive is not None and m.state is State.PARTITIONED
+                else v.reason
+                if v is not None
+                else None
+            ),
         )
 
     # ------------------------------------------------------------------- probes
@@ -304,6 +326,9 @@ class Balancer:
             errors = {k: mm.view_error for k, mm in self._members.items() if mm.view_error}
             verdicts, leader = judge_views(views, errors, self._judging)
             self._verdicts = verdicts
+            fresh = verdicts.get(key)
+            if view is not None and fresh is not None and not fresh.partitioned:
+                self._passive.pop(key, None)  # a fresh view with a leader wins
             if leader != self._leader:
                 self._leader = leader
                 self._version += 1
@@ -327,6 +352,11 @@ class Balancer:
         now = self.clock() if now is None else now
         out: list[Transition] = []
         with self._lock:
+            for key in [k for k, (until, _) in self._passive.items() if until <= now]:
+                del self._passive[key]
+                m = self._members.get(key)
+                if m is not None:
+                    self._refresh(m, now, out, "no-leader answers stopped")
             new, ended = self.outlier.sweep(now)
             for ej in new:
                 self.stats.ejections += 1
@@ -369,12 +399,19 @@ class Balancer:
             self._idempotent_cache[method] = ans
         return ans
 
-    def plan(self, method: str, deadline: float | None) -> AttemptPlan:
-        """Start a call: count it for the retry budget and return its attempt plan."""
+    def plan(self, method: str, deadline: float | None, streaming: bool = False) -> AttemptPlan:
+        """Start a call: count it for the retry budget and return its attempt plan
+        (streams get no per-try timeout)."""
         self.budget.deposit()
         cfg = self.config.retry
         return AttemptPlan(
-            cfg, self.budget, self.rng, deadline, self.is_idempotent(method), cfg.max_attempts
+            cfg,
+            self.budget,
+            self.rng,
+            deadline,
+            self.is_idempotent(method),
+            cfg.max_attempts,
+            streaming,
         )
 
     def pick(self, method: str, exclude: Set[str] = frozenset()) -> str | None:
@@ -393,13 +430,19 @@ class Balancer:
             self.observers.emit_pick(ep, method)
         return ep
 
-    def done(self, endpoint: str, code: str, latency: float) -> None:
-        """Report the outcome of one attempt (``code`` is the status name, "OK" on success)."""
+    def done(self, endpoint: str, code: str, latency: float, details: str | None = None) -> None:
+        """Report the outcome of one attempt (``code`` is the status name, "OK" on success;
+        ``details`` the error details, if any)."""
         picker = self._picker
         if picker is not None:
             if self._track_load:
                 self.load.finish(endpoint, latency)
             picker.done(CallOutcome(endpoint, code, latency))
+        if details is not None and code != "OK" and _NO_LEADER in details.lower():
+            # the member says it is cut off from its cluster: a membership signal, not
+            # a sign of a bad host (so no outlier ejection)
+            self._note_no_leader(endpoint, details)
+            return
         if not self.outlier.cfg.enabled:
             return
         failed = self.outlier.is_failure(code)
@@ -414,6 +457,18 @@ class Balancer:
                 m = self._members.get(endpoint)
                 if m is not None:
                     self._refresh(m, now, out, ej.reason)
+        self._fire(out)
+
+    def _note_no_leader(self, endpoint: str, details: str) -> None:
+        now = self.clock()
+        out: list[Transition] = []
+        ttl = max(1.0, 5.0 * self.config.health.interval)
+        with self._lock:
+            m = self._members.get(endpoint)
+            if m is None:
+                return
+            self._passive[endpoint] = (now + ttl, f"calls answer: {details}")
+            self._refresh(m, now, out)
         self._fire(out)
 
     def _consecutive_pending(self, endpoint: str) -> bool:

@@ -98,12 +98,13 @@ class CallDriver:
         timeout: float | None,
         wait_for_ready: bool | None,
         now: float | None = None,
+        streaming: bool = False,
     ) -> None:
         self._bal = balancer
         self._method = method
         self._wait = bool(wait_for_ready)
         deadline = None if timeout is None else (time.monotonic() if now is None else now) + timeout
-        self.plan = balancer.plan(method, deadline)
+        self.plan = balancer.plan(method, deadline, streaming)
         self._delay = 0.0
         self.endpoint: str | None = None
         self.started = 0.0
@@ -143,7 +144,7 @@ class CallDriver:
                 )
             return Step(FAIL, code="UNAVAILABLE", details=self._bal.describe_unavailable())
         timeout = None
-        if deadline is not None or plan.cfg.per_try_timeout is not None:
+        if deadline is not None or plan.per_try is not None:
             timeout = plan.attempt_timeout(now)
             if timeout is not None and timeout <= 0:
                 return Step(
@@ -203,7 +204,7 @@ class CallDriver:
         timed out, whatever the server's answer raced the client's deadline with (a
         grpc-go server such as etcd answers its own expired deadline with UNKNOWN
         "context deadline exceeded")."""
-        per_try = self.plan.cfg.per_try_timeout
+        per_try = self.plan.per_try
         if (
             per_try is not None
             and code != "DEADLINE_EXCEEDED"
@@ -229,7 +230,7 @@ class CallDriver:
         if now is None:
             now = time.monotonic()
         if ep is not None:
-            self._bal.done(ep, code, now - self.started)
+            self._bal.done(ep, code, now - self.started, details)
         if not may_retry:
             return False
         pushback = pushback_from(trailing) if trailing else None

@@ -120,6 +120,7 @@ class AttemptPlan:
         "deadline",
         "idempotent",
         "max_attempts",
+        "per_try",
         "rng",
         "tried",
     )
@@ -132,8 +133,12 @@ class AttemptPlan:
         deadline: float | None,
         idempotent: bool,
         max_attempts: int,
+        streaming: bool = False,
     ) -> None:
         self.cfg = cfg
+        #: the per-try timeout; streams have none (a long-lived stream is not an attempt
+        #: that should time out)
+        self.per_try = None if streaming else cfg.per_try_timeout
         self.budget = budget
         self.rng = rng
         self.deadline = deadline
@@ -149,7 +154,7 @@ class AttemptPlan:
 
     def attempt_timeout(self, now: float) -> float | None:
         """The deadline to give the next attempt: the per-try timeout within the call's."""
-        per_try = self.cfg.per_try_timeout
+        per_try = self.per_try
         if self.deadline is None:
             return per_try
         left = self.deadline - now
@@ -157,7 +162,7 @@ class AttemptPlan:
 
     def per_try_expired(self, code: str, now: float) -> bool:
         """True when a DEADLINE_EXCEEDED came from the per-try timeout, not the call's."""
-        if code != "DEADLINE_EXCEEDED" or self.cfg.per_try_timeout is None:
+        if code != "DEADLINE_EXCEEDED" or self.per_try is None:
             return False
         return self.deadline is None or now < self.deadline - 1e-3
 
