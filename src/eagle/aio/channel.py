@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
@@ -306,93 +307,176 @@ class UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ign
 
 
 class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
-    """An awaitable unary call that may take several attempts."""
+    """An awaitable unary call that may take several attempts.
+
+    Like grpc.aio's own calls, the first attempt starts at once. The retry loop runs in
+    the task that awaits the call (no extra task per call on the hot path); a task is
+    made only when someone needs the call to progress without awaiting it
+    (``add_done_callback``, metadata, a second awaiter) or when the first step must wait.
+    """
 
     def __init__(
         self, owner: UnaryUnary, drv: CallDriver, request: Any, args: tuple[Any, ...]
     ) -> None:
         self._owner = owner
         self._drv = drv
+        self._request = request
+        self._args = args
         self._attempt: Any = None
-        self._error: grpc.aio.AioRpcError | None = None
-        self._task = asyncio.get_running_loop().create_task(self._run(request, args))
+        self._error: BaseException | None = None
+        self._result: Any = None
+        self._finished = False
+        self._cancelled = False
+        self._running = False  # the retry loop runs (inline or in _task)
+        self._task: asyncio.Task[Any] | None = None
+        self._waiters: asyncio.Future[None] | None = None
+        self._callbacks: list[Callable[[Any], None]] = []
+        self._hedge = drv.hedge_delay()
+        self._step: Step | None = None
+        if self._hedge is None:
+            step = drv.next_step()
+            if step.kind is SEND:
+                self._attempt = self._send(step)
+            else:
+                self._step = step
+                self._ensure_task()
+        else:
+            self._ensure_task()
 
-    async def _run(self, request: Any, args: tuple[Any, ...]) -> Any:
+    def _send(self, step: Step) -> Any:
+        metadata, credentials, wait_for_ready, compression = self._args
+        return self._owner._mc(step.endpoint)(
+            self._request,
+            timeout=step.timeout,
+            metadata=metadata,
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
+
+    async def _drive(self) -> Any:
         drv = self._drv
         ch = self._owner._ch
-        metadata, credentials, wait_for_ready, compression = args
-        hedge = drv.hedge_delay()
-        if hedge is not None:
-            try:
-                return await hedged_run(self._owner, drv, hedge, request, args)
-            except grpc.aio.AioRpcError as err:
-                self._error = err
-                raise
+        if self._hedge is not None:
+            return await hedged_run(self._owner, drv, self._hedge, self._request, self._args)
         while True:
-            step = drv.next_step()
-            if step.kind is not SEND:
-                try:
+            call = self._attempt
+            if call is None:
+                step = self._step or drv.next_step()
+                self._step = None
+                if step.kind is not SEND:
                     await ch._pause(step)
-                except grpc.aio.AioRpcError as err:
-                    self._error = err
-                    raise
-                continue
-            call = self._attempt = self._owner._mc(step.endpoint)(
-                request,
-                timeout=step.timeout,
-                metadata=metadata,
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
+                    continue
+                call = self._attempt = self._send(step)
             try:
                 result = await call
             except grpc.aio.AioRpcError as err:
-                if report_failure(drv, err):
+                if not self._cancelled and report_failure(drv, err):
+                    self._attempt = None
                     continue
                 final = final_error(drv, err)
-                self._error = final
                 if final is err:
                     raise
                 raise final from err
             drv.succeeded()
             return result
 
+    async def _run(self) -> Any:
+        self._running = True
+        try:
+            result = await self._drive()
+        except BaseException as exc:
+            self._finish(None, exc)
+            raise
+        self._finish(result, None)
+        return result
+
+    def _finish(self, result: Any, error: BaseException | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._result = result
+        self._error = error
+        if isinstance(error, asyncio.CancelledError):
+            self._cancelled = True
+        waiters = self._waiters
+        if waiters is not None and not waiters.done():
+            waiters.set_result(None)
+        for cb in self._callbacks:
+            try:
+                cb(self)
+            except Exception:
+                log.exception("done callback failed")
+        self._callbacks.clear()
+
+    def _ensure_task(self) -> None:
+        """Make the call progress on its own (no one may be awaiting it)."""
+        if self._task is None and not self._running and not self._finished:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task.add_done_callback(_consume)
+
+    def _outcome(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    async def _wait(self) -> None:
+        if self._finished:
+            return
+        self._ensure_task()
+        if self._waiters is None:
+            self._waiters = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiters)
+
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._task.__await__()
+        if self._finished:
+            return self._outcome()
+        if not self._running and self._task is None:
+            return (yield from self._run().__await__())  # the hot path: no extra task
+        yield from self._wait().__await__()
+        return self._outcome()
 
     # ---------------------------------------------------------------- grpc.aio.Call
     def cancelled(self) -> bool:
         """True when the call was cancelled."""
-        return self._task.cancelled()
+        return self._cancelled
 
     def done(self) -> bool:
         """True when the call finished."""
-        return self._task.done()
+        return self._finished
 
     def time_remaining(self) -> float | None:
         """Seconds before the deadline, or None."""
         deadline = self._drv.deadline
         if deadline is None:
             return None
-        return max(0.0, deadline - asyncio.get_running_loop().time())
+        return max(0.0, deadline - time.monotonic())
 
     def cancel(self) -> bool:
         """Cancel the call and its attempt in flight."""
-        if self._task.done():
+        if self._finished:
             return False
+        self._cancelled = True
         if self._attempt is not None:
             self._attempt.cancel()
-        return self._task.cancel()
+        if self._task is not None:
+            self._task.cancel()
+        elif not self._running:
+            self._finish(None, asyncio.CancelledError())
+        return True
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(self)`` when done."""
-        self._task.add_done_callback(lambda _t: callback(self))
+        if self._finished:
+            asyncio.get_running_loop().call_soon(callback, self)
+            return
+        self._callbacks.append(callback)
+        self._ensure_task()
 
     async def _settle(self) -> Any:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            await asyncio.shield(self._task)
-        return self._error if self._error is not None else self._attempt
+            await self._wait()
+        return self._error if isinstance(self._error, grpc.aio.AioRpcError) else self._attempt
 
     async def initial_metadata(self) -> Any:
         """Initial metadata of the attempt that answered."""
@@ -415,7 +499,7 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
     async def code(self) -> grpc.StatusCode:
         """Status code of the call."""
         final = await self._settle()
-        if self._task.cancelled():
+        if self._cancelled:
             return grpc.StatusCode.CANCELLED
         if isinstance(final, grpc.aio.AioRpcError):
             return final.code()
@@ -430,10 +514,17 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
 
     async def wait_for_connection(self) -> None:
         """Wait until the current attempt is connected."""
-        while self._attempt is None and not self._task.done():
-            await asyncio.sleep(0)
+        while self._attempt is None and not self._finished:
+            self._ensure_task()
+            await asyncio.sleep(0.001)
         if self._attempt is not None:
             await self._attempt.wait_for_connection()
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Mark a background call task's exception as retrieved (it is kept on the call)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class StreamCall(grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[misc]

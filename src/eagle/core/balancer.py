@@ -123,6 +123,8 @@ class Balancer:
             self._add(ep, now)
         self.outlier = OutlierDetector(config.outlier, self._members, now)
         self._track_load = False
+        self._picker_done = False
+        self._infos: dict[str, CallInfo] = {}
         self._retry_off = config.retry.mode == "off"
         self._idempotent_cache: dict[str, bool] = {}
 
@@ -387,6 +389,8 @@ class Balancer:
             )
             picker = self._builder(ctx)
             self._track_load = picker.tracks_load
+            # only pickers that override done() get an outcome object per attempt
+            self._picker_done = type(picker).done is not Picker.done
             self._picker = picker
             self._picker_version = version
             return picker
@@ -420,7 +424,11 @@ class Balancer:
         Returns None when no member can serve (see :meth:`describe_unavailable`).
         """
         picker = self._current_picker()
-        ep = picker.pick(CallInfo(method, exclude))
+        if exclude:
+            info = CallInfo(method, exclude)
+        else:  # the common case: one immutable CallInfo per method, no allocation
+            info = self._infos.get(method) or self._info_for(method)
+        ep = picker.pick(info)
         self.stats.picks += 1
         if ep is None:
             self.stats.no_member += 1
@@ -430,6 +438,12 @@ class Balancer:
             self.observers.emit_pick(ep, method)
         return ep
 
+    def _info_for(self, method: str) -> CallInfo:
+        info = CallInfo(method)
+        if len(self._infos) < 4096:
+            self._infos[method] = info
+        return info
+
     def done(self, endpoint: str, code: str, latency: float, details: str | None = None) -> None:
         """Report the outcome of one attempt (``code`` is the status name, "OK" on success;
         ``details`` the error details, if any)."""
@@ -437,7 +451,8 @@ class Balancer:
         if picker is not None:
             if self._track_load:
                 self.load.finish(endpoint, latency)
-            picker.done(CallOutcome(endpoint, code, latency))
+            if self._picker_done:
+                picker.done(CallOutcome(endpoint, code, latency))
         if details is not None and code != "OK" and _NO_LEADER in details.lower():
             # the member says it is cut off from its cluster: a membership signal, not
             # a sign of a bad host (so no outlier ejection)
