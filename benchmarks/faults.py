@@ -15,9 +15,9 @@ from typing import Any
 from eagle.testing.cluster import LocalCluster
 
 from . import analysis
-from .clients import NATIVE, ClientSpec, eagle
+from .clients import BASELINE, NATIVE, ClientSpec, eagle
 from .common import Ctx, rel
-from .procs import collect, load_spec, start_workers
+from .procs import close_all, collect, load_spec, start_workers
 
 FAULT_SCENARIOS = ("steady", "crash", "hang", "drain", "slow", "flap")
 
@@ -64,12 +64,15 @@ def _apply(cluster: LocalCluster, scenario: str) -> None:
 
 def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
     opts = ctx.opts
-    clients = ctx.select(clients_for(scenario))
+    clients = ctx.select(clients_for(scenario), (BASELINE,))
     duration = opts.duration
     t_fault_plan = opts.fault_at
     ctx.stage(f"{scenario}: starting {len(clients)} clients", duration + 6)
     events: list[tuple[float, str]] = []
+    timing: dict[str, float] = {}
+    t_mark = time.monotonic()
     with LocalCluster(3) as cluster:
+        timing["cluster_start"] = time.monotonic() - t_mark
         endpoints = cluster.endpoints
         specs = [
             (
@@ -85,7 +88,9 @@ def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
             )
             for c in clients
         ]
+        t_mark = time.monotonic()
         workers = start_workers(specs, ctx.logs / scenario)
+        timing["workers_start"] = time.monotonic() - t_mark
         try:
             t0 = time.monotonic() + 0.5
             for w in workers:
@@ -114,15 +119,21 @@ def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
                         cluster.cont(VICTIM)
             ctx.sleep_until(t0 + duration, t0)
             ctx.stage(f"{scenario}: collecting", 1)
+            t_mark = time.monotonic()
             results = collect(workers, duration, grace=opts.deadline * 6 + 20)
+            timing["collect"] = time.monotonic() - t_mark
         finally:
-            for w in workers:
-                w.close()
+            t_mark = time.monotonic()
+            close_all(workers)
+            timing["workers_close"] = time.monotonic() - t_mark
+            t_mark = time.monotonic()
+    timing["cluster_close"] = time.monotonic() - t_mark
     out: dict[str, Any] = {
         "description": DESCRIPTIONS[scenario],
         "duration": duration,
         "t_fault": t_fault,
         "events": events,
+        "timing": timing,
         "victim": endpoints[VICTIM],
         "endpoints": endpoints,
         "clients": {},

@@ -22,7 +22,7 @@ from eagle.testing.cluster import LocalCluster
 from . import analysis
 from .clients import ClientSpec, eagle, grpc_client
 from .common import Ctx
-from .procs import Worker, load_spec, start_workers
+from .procs import Worker, close_all, load_spec, start_workers
 
 PICK_SIZES = (3, 256, 1000, 1024)
 PICK_POLICIES = ("round_robin", "p2c")
@@ -46,6 +46,17 @@ def run_pick_cost(
     return result
 
 
+def set_ratios(g: dict[str, Any]) -> None:
+    """The group's headline ratio: the median of the per-round eagle/baseline ratios
+    (paired, interleaved runs); the ratio of the medians is kept beside it."""
+    e = [r["calls_per_s"] for r in g["clients"][g["eagle"]]["runs"]]
+    b = [r["calls_per_s"] for r in g["clients"][g["baseline"]]["runs"]]
+    g["ratio"], g["round_ratios"] = analysis.paired_ratio(e, b)
+    g["ratio_of_medians"] = analysis.ratio(
+        g["clients"][g["eagle"]]["calls_per_s"], g["clients"][g["baseline"]]["calls_per_s"]
+    )
+
+
 def _round(ctx: Ctx, w: Worker, duration: float, tag: str) -> dict[str, Any]:
     t0 = time.monotonic() + 0.2
     w.go(t0, duration, ctx.raw / f"overhead-{tag}.json")
@@ -66,7 +77,7 @@ def _round(ctx: Ctx, w: Worker, duration: float, tag: str) -> dict[str, Any]:
 def run_overhead(ctx: Ctx) -> dict[str, Any]:
     quick = ctx.opts.quick
     rounds = 1 if quick else 3
-    duration = 1.5 if quick else 4.0
+    duration = 1.0 if quick else 4.0
     groups: list[tuple[str, int, list[ClientSpec]]] = [
         ("sync, 1 thread", 1, [eagle("sync"), grpc_client("rr")]),
         ("asyncio, 16 concurrent", 16, [eagle("aio"), grpc_client("rr", "aio")]),
@@ -90,7 +101,7 @@ def run_overhead(ctx: Ctx) -> dict[str, Any]:
                         concurrency=conc,
                         rate=0.0,
                         deadline=ctx.opts.deadline,
-                        warmup=0.5,
+                        warmup_s=0.5,
                     ),
                 )
                 for c in clients
@@ -106,8 +117,7 @@ def run_overhead(ctx: Ctx) -> dict[str, Any]:
                         per[c.label].append(_round(ctx, w, duration, f"{w.name}-r{i}"))
                         ctx.advance_to(time.monotonic() - t_stage)
             finally:
-                for w in workers:
-                    w.close()
+                close_all(workers)
             g: dict[str, Any] = {"concurrency": conc, "clients": {}}
             for c in clients:
                 runs = per[c.label]
@@ -125,16 +135,10 @@ def run_overhead(ctx: Ctx) -> dict[str, Any]:
             eag, base = clients[0].label, clients[1].label
             g["eagle"] = eag
             g["baseline"] = base
-            g["ratio"] = analysis.ratio(
-                g["clients"][eag]["calls_per_s"], g["clients"][base]["calls_per_s"]
-            )
-            g["round_ratios"] = [
-                analysis.ratio(a["calls_per_s"], b["calls_per_s"])
-                for a, b in zip(per[eag], per[base], strict=True)
-            ]
+            set_ratios(g)
             out["groups"][gname] = g
     ctx.stage("overhead: pick cost", 8)
-    out["pick"] = run_pick_cost(ctx, PICK_SIZES, seconds_per_case=0.2 if quick else 0.4)
+    out["pick"] = run_pick_cost(ctx, PICK_SIZES, seconds_per_case=0.1 if quick else 0.4)
     ctx.end_stage()
     return out
 

@@ -32,7 +32,7 @@ from typing import Any
 from . import analysis
 from .clients import ClientSpec, grpc_client
 from .common import Ctx, rel
-from .procs import load_spec, start_workers
+from .procs import close_all, load_spec, start_workers
 
 
 def _watchers() -> list[ClientSpec]:
@@ -196,8 +196,7 @@ def run_partition(ctx: Ctx) -> dict[str, Any]:
             results = [w.wait_done(duration + 40) for w in workers]
         finally:
             stop.set()
-            for w in workers:
-                w.close()
+            close_all(workers)
             cluster.heal_all()
             lead_ch.close()
     out["t_partition"] = t_cut

@@ -63,6 +63,9 @@ def timeline(
 
 
 def success(path: Path, scenarios: dict[str, Any]) -> None:
+    """A heat map: one row per client, one column per scenario, success % in each cell."""
+    import numpy as np
+
     names = [n for n in (*MATRIX, "failover", "retry_storm", "partition") if n in scenarios]
     names = [n for n in names if isinstance(scenarios[n], dict) and "clients" in scenarios[n]]
     labels: list[str] = []
@@ -72,38 +75,29 @@ def success(path: Path, scenarios: dict[str, Any]) -> None:
                 labels.append(label)
     if not names or not labels:
         return
-    fig, ax = plt.subplots(figsize=(13, 5.5))
-    width = 0.8 / len(labels)
-    cmap = plt.get_cmap("tab20")
-    lowest = 100.0
-    for j, label in enumerate(labels):
-        xs, ys = [], []
-        for i, n in enumerate(names):
+    labels.sort(key=lambda x: (not x.startswith("eagle"), x))
+    grid = np.full((len(labels), len(names)), np.nan)
+    for j, n in enumerate(names):
+        for i, label in enumerate(labels):
             c = scenarios[n]["clients"].get(label)
-            if c is None:
-                continue
-            v = c["basic"]["success_pct"]
-            if v is None:
-                continue
-            xs.append(i - 0.4 + width * (j + 0.5))
-            ys.append(v)
-            lowest = min(lowest, v)
-        ax.bar(
-            xs,
-            ys,
-            width=width,
-            label=label,
-            color=cmap(j % 20),
-            edgecolor="black" if label.startswith("eagle") else None,
-            linewidth=0.6,
-        )
+            if c is not None and c["basic"]["success_pct"] is not None:
+                grid[i, j] = c["basic"]["success_pct"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 3.5, 0.38 * len(labels) + 1.6))
+    cmap = plt.get_cmap("RdYlGn").copy()
+    cmap.set_bad("#eeeeee")
+    ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=80, vmax=100, aspect="auto")
+    for i in range(len(labels)):
+        for j in range(len(names)):
+            v = grid[i, j]
+            if not np.isnan(v):
+                ax.text(
+                    j, i, f"{v:.1f}" if v < 99.95 else "100", ha="center", va="center", fontsize=8
+                )
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names)
-    ax.set_ylabel("success % (whole run)")
-    ax.set_ylim(max(0.0, lowest - 5), 100.5)
-    ax.set_title("success % per scenario per client (outlined: eagle)")
-    ax.legend(fontsize=7, ncol=4, loc="lower left")
-    ax.grid(True, axis="y", alpha=0.3)
+    ax.set_xticklabels(names, rotation=20)
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_title("success % of calls per scenario per client (whole run; grey: not in scenario)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -126,10 +126,14 @@ class Worker:
             return "log tail: " + text[-n:].strip()
         return ""
 
-    def close(self, timeout: float = 10.0) -> None:
+    def quit(self) -> None:
+        """Ask the worker to close its channel and exit (see :meth:`close`)."""
         with contextlib.suppress(WorkerError):
             if self.proc.poll() is None:
                 self._send("QUIT")
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.quit()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -154,10 +158,17 @@ def start_workers(
         for w in workers:
             w.wait_ready(ready_timeout)
     except BaseException:
-        for w in workers:
-            w.close(timeout=2)
+        close_all(workers, timeout=2)
         raise
     return workers
+
+
+def close_all(workers: list[Worker], timeout: float = 10.0) -> None:
+    """QUIT every worker at once, then wait for (or kill) each."""
+    for w in workers:
+        w.quit()
+    for w in workers:
+        w.close(timeout)
 
 
 def collect(workers: list[Worker], duration: float, grace: float = 30.0) -> list[dict[str, Any]]:
@@ -178,7 +189,7 @@ def load_spec(
     method: str = "echo",
     server_map: dict[str, int] | None = None,
     fail_window: tuple[float, float] | None = None,
-    warmup: float = 0.3,
+    warmup_s: float = 0.0,
 ) -> dict[str, Any]:
     """The spec of one unary-load worker."""
     return {
@@ -191,7 +202,7 @@ def load_spec(
         "method": method,
         "server_map": server_map or {},
         "fail_window": list(fail_window) if fail_window else None,
-        "warmup": warmup,
+        "warmup_s": warmup_s,
     }
 
 

@@ -28,15 +28,34 @@ from .procs import start_workers
 SIZES = (256, 1024)
 
 
+def add_marginal(out: dict[str, Any]) -> None:
+    """KiB per endpoint between the two sizes: (growth at 1024 - growth at 256) / 768,
+    which leaves out what a channel costs whatever its number of endpoints."""
+    sizes = out.get("sizes", {})
+    lo, hi = sizes.get(str(SIZES[0])), sizes.get(str(SIZES[-1]))
+    out["marginal_kib"] = {}
+    if not lo or not hi:
+        return
+    for label, c_hi in hi["clients"].items():
+        c_lo = lo["clients"].get(label)
+        if c_lo is None:
+            continue
+        g_hi = c_hi["rss_after_kib"] - c_hi["rss_before_kib"]
+        g_lo = c_lo["rss_after_kib"] - c_lo["rss_before_kib"]
+        out["marginal_kib"][label] = (g_hi - g_lo) / (SIZES[-1] - SIZES[0])
+
+
 def run_scale(ctx: Ctx) -> dict[str, Any]:
     quick = ctx.opts.quick
-    window = 2.0 if quick else 5.0
+    window = 1.0 if quick else 5.0
     bare = ClientSpec(label="grpc-bare-channels", family="grpc", mode="sync", setup="plain")
     clients = ctx.select(
         [eagle("sync", "scale"), eagle("aio", "scale"), bare], ("grpc-bare-channels",)
     )
     out: dict[str, Any] = {"window": window, "sizes": {}}
-    for n in SIZES:
+    sizes = SIZES[-1:] if quick else SIZES  # quick: the largest N only
+    out["sizes_run"] = list(sizes)
+    for n in sizes:
         ctx.stage(f"scale: {n} endpoints", len(clients) * (window + 5))
         t_stage = time.monotonic()
         entry: dict[str, Any] = {"clients": {}}
@@ -48,6 +67,7 @@ def run_scale(ctx: Ctx) -> dict[str, Any]:
                     "client": c.to_json(),
                     "endpoints": endpoints,
                     "window": window,
+                    "settle": 0.5 if quick else 1.0,
                 }
                 [w] = start_workers([(f"{c.label}-{n}", spec)], ctx.logs / "scale")
                 try:
@@ -63,7 +83,10 @@ def run_scale(ctx: Ctx) -> dict[str, Any]:
                     r["core_pct"] = 100.0 * r["cpu_per_s"]
                 entry["clients"][c.label] = r
         out["sizes"][str(n)] = entry
+    add_marginal(out)
     ctx.stage("scale: pick cost", 4)
-    out["pick"] = run_pick_cost(ctx, SIZES, name="pick-scale", seconds_per_case=0.2)
+    out["pick"] = run_pick_cost(
+        ctx, SIZES, name="pick-scale", seconds_per_case=0.2 if quick else 0.4
+    )
     ctx.end_stage()
     return out
