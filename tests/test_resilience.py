@@ -111,13 +111,13 @@ def test_every_member_failing_stays_within_the_retry_budget(cluster: LocalCluste
         _all_serving(ch)
         stub = echo_pb2_grpc.EchoStub(ch)
         stats = ch.balancer.stats
-        picks0, retries0 = stats.picks, stats.retries
+        attempts0, retries0 = stats.attempts, stats.retries
         start = time.monotonic()
         servers, errors = hammer(stub, 2.0, fail_code=grpc.StatusCode.UNAVAILABLE.value[0])
         elapsed = time.monotonic() - start
         calls = len(errors) + sum(servers.values())
         retries = stats.retries - retries0
-        attempts = stats.picks - picks0
+        attempts = stats.attempts - attempts0
         assert calls > 50 and not servers
         assert all(e.code() is grpc.StatusCode.UNAVAILABLE for e in errors)
         # budget: 20 % of calls plus 10 retries/s (one second's worth up front)

@@ -10,7 +10,7 @@ import grpc
 from .core.calls import CallDriver
 from .errors import AioOutcomeUnknownError, OutcomeUnknownError
 
-__all__ = ["final_error", "report_failure"]
+__all__ = ["InFlight", "final_error", "report_failure"]
 
 
 def report_failure(drv: CallDriver, err: Any, may_retry: bool = True) -> bool:
@@ -45,3 +45,20 @@ def final_error(drv: CallDriver, err: Any) -> Any:
         wrapped = OutcomeUnknownError(err.code(), details, trailing)
     wrapped.__cause__ = err
     return wrapped
+
+
+class InFlight:
+    """A unary attempt in flight that the watchdog may abandon: when its member leaves
+    rotation (UNREACHABLE, PARTITIONED, EJECTED) :meth:`abort` cancels it, and the call's
+    loop retries it on another member (only idempotent calls are registered)."""
+
+    __slots__ = ("call", "reason")
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.reason: str | None = None
+
+    def abort(self, reason: str) -> None:
+        """Cancel the attempt because its member left rotation."""
+        self.reason = reason
+        self.call.cancel()

@@ -21,7 +21,7 @@ from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
 from ..errors import EagleRpcError
 from ..forking import ForkedChannelError, generation
-from ..rpc_outcome import final_error, report_failure
+from ..rpc_outcome import InFlight, final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel, SubChannelPool
 from .hedging import hedged_call
@@ -136,6 +136,8 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         for s in streams:
             self._balancer.mark_stream_move(t.endpoint, reason)
             s.abort(reason)
+        for attempt in self._streams.attempts_to_abort(t):
+            attempt.abort(f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")
         with self._cond:
             self._cond.notify_all()
         if self._connectivity_subs:
@@ -338,12 +340,20 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
                 compression,
                 with_call,
             )
+        rescue = drv.plan.idempotent  # abandon stuck attempts when their member goes
         while True:
             step = drv.next_step()
             if step.kind is not SEND:
                 ch._pause(step)
                 continue
             mc = self._mc(step.endpoint)
+            if rescue:
+                return_call, result = self._rescuable(
+                    ch, drv, step, mc, request, metadata, credentials, wait_for_ready, compression
+                )
+                if return_call is None:
+                    continue  # abandoned: try again elsewhere
+                return (result, return_call) if with_call else result
             try:
                 if with_call:
                     result = mc.with_call(
@@ -362,6 +372,42 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
                 raise final from err
             drv.succeeded()
             return result
+
+    @staticmethod
+    def _rescuable(
+        ch: Channel,
+        drv: CallDriver,
+        step: Step,
+        mc: Any,
+        request: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+    ) -> tuple[Any, Any]:
+        """One attempt of an idempotent call, as a future the watchdog can abandon.
+
+        Returns (call, response); (None, None) when the call should go on elsewhere."""
+        ep = step.endpoint
+        assert ep is not None
+        fut = mc.future(request, step.timeout, metadata, credentials, wait_for_ready, compression)
+        handle = InFlight(fut)
+        ch._streams.add_attempt(ep, handle)
+        try:
+            result = fut.result()
+        except grpc.FutureCancelledError:
+            reason = handle.reason or "eagle: attempt cancelled"
+            if drv.failed("UNAVAILABLE", reason):
+                return None, None
+            raise EagleRpcError(grpc.StatusCode.UNAVAILABLE, reason) from None
+        except grpc.RpcError as err:
+            if report_failure(drv, err):
+                return None, None
+            raise final_error(drv, err) from None
+        finally:
+            ch._streams.remove_attempt(ep, handle)
+        drv.succeeded()
+        return fut, result
 
     def __call__(
         self,

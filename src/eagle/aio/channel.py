@@ -24,7 +24,7 @@ from ..core.status import StatusSnapshot, Transition
 from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
 from ..forking import ForkedChannelError, generation
-from ..rpc_outcome import final_error, report_failure
+from ..rpc_outcome import InFlight, final_error, report_failure
 from ..subchannel_options import subchannel_options
 from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel, SubChannelPool
 from .hedging import hedged_run
@@ -148,6 +148,8 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         for s in streams:
             self._balancer.mark_stream_move(t.endpoint, reason)
             s.abort(reason)
+        for attempt in self._streams.attempts_to_abort(t):
+            attempt.abort(f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -368,8 +370,19 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
                     await ch._pause(step)
                     continue
                 call = self._attempt = self._send(step)
+            handle = None
+            if drv.plan.idempotent:  # the watchdog may abandon it if its member goes
+                handle = InFlight(call)
+                ch._streams.add_attempt(drv.endpoint or "", handle)
             try:
                 result = await call
+            except asyncio.CancelledError:
+                if handle is None or handle.reason is None or self._cancelled:
+                    raise
+                self._attempt = None
+                if drv.failed("UNAVAILABLE", handle.reason):
+                    continue
+                raise _error("UNAVAILABLE", handle.reason) from None
             except grpc.aio.AioRpcError as err:
                 if not self._cancelled and report_failure(drv, err):
                     self._attempt = None
@@ -378,6 +391,9 @@ class UnaryUnaryCall(grpc.aio.UnaryUnaryCall):  # type: ignore[misc]
                 if final is err:
                     raise
                 raise final from err
+            finally:
+                if handle is not None:
+                    ch._streams.remove_attempt(drv.endpoint or "", handle)
             drv.succeeded()
             return result
 

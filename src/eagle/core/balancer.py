@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 import threading
 import time
@@ -65,6 +66,7 @@ class _Member:
     __slots__ = (
         "health",
         "key",
+        "probes_sent",
         "probing",
         "since",
         "state",
@@ -78,7 +80,8 @@ class _Member:
         self.health = health
         self.state = State.UNKNOWN
         self.since = now
-        self.probing = False
+        self.probing = 0  # probes in flight
+        self.probes_sent = 0
         self.view: MemberView | None = None
         self.view_error: str | None = None
         self.status_extra: Verdict | None = None
@@ -124,6 +127,8 @@ class Balancer:
         self.outlier = OutlierDetector(config.outlier, self._members, now)
         self._track_load = False
         self._picker_done = False
+        h = config.health
+        self._max_inflight = max(1, math.ceil(h.timeout / h.interval - 1e-9))
         self._infos: dict[str, CallInfo] = {}
         self._retry_off = config.retry.mode == "off"
         self._idempotent_cache: dict[str, bool] = {}
@@ -269,9 +274,15 @@ class Balancer:
         heapq.heappush(self._due, (at, self._seq, key))
 
     def due_probes(self, now: float) -> list[str]:
-        """Members whose probe is due at ``now`` (marked in flight). Never returns one twice
-        while its probe is in flight; the next probe is planned ``interval`` +- jitter after
-        the previous due time (no drift)."""
+        """Members whose probe is due at ``now`` (counted as in flight).
+
+        Every member is probed at once when it joins; its second probe comes at a random
+        phase of the interval, so a large channel's probes spread evenly over time instead
+        of arriving in bursts. After that, each probe is planned ``interval`` +- jitter
+        after the previous due time (no drift). A member has at most
+        ``ceil(timeout / interval)`` probes in flight, so an interval shorter than the
+        timeout still probes every interval; a late probe never piles up more.
+        """
         h = self.config.health
         out: list[str] = []
         with self._lock:
@@ -281,12 +292,16 @@ class Balancer:
                 m = self._members.get(key)
                 if m is None:
                     continue  # removed member
-                nxt = at + h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
+                if m.probes_sent == 0:
+                    nxt = at + h.interval * (0.5 + self.rng.random())
+                else:
+                    nxt = at + h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
                 if nxt <= now:
                     nxt = now + h.interval * self.rng.random()
                 self._schedule(key, nxt)
-                if not m.probing:
-                    m.probing = True
+                if m.probing < self._max_inflight:
+                    m.probing += 1
+                    m.probes_sent += 1
                     out.append(key)
         return out
 
@@ -303,7 +318,8 @@ class Balancer:
             m = self._members.get(key)
             if m is None:
                 return
-            m.probing = False
+            if m.probing > 0:
+                m.probing -= 1
             previous = m.health.last_error
             m.health.apply(outcome, now)
             self._refresh(m, now, out)

@@ -153,6 +153,7 @@ class CallDriver:
                     details=f"eagle: deadline exceeded after {plan.attempts} attempt(s)",
                 )
         plan.begin(ep)
+        self._bal.stats.attempts += 1
         self.endpoint = ep
         self.started = now
         return Step(SEND, ep, timeout)
@@ -181,6 +182,7 @@ class CallDriver:
         if not plan.budget.try_withdraw():
             return None
         plan.begin(ep)
+        self._bal.stats.attempts += 1
         self._bal.note_retry(True, ep, self._method, "HEDGE", "hedged attempt")
         return Step(SEND, ep, timeout)
 

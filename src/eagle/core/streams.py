@@ -8,10 +8,13 @@ from typing import Protocol
 
 from .status import State, Transition
 
-__all__ = ["LEAVING_STATES", "AbortableStream", "StreamRegistry"]
+__all__ = ["LEAVING_STATES", "RESCUE_STATES", "AbortableStream", "StreamRegistry"]
 
 #: states that end the streams riding on a member
 LEAVING_STATES = frozenset({State.PARTITIONED, State.UNREACHABLE, State.NOT_SERVING, State.EJECTED})
+#: states that abandon unary attempts in flight on a member (and retry them elsewhere when
+#: safe). Not NOT_SERVING: a draining member still finishes the calls it has.
+RESCUE_STATES = frozenset({State.PARTITIONED, State.UNREACHABLE, State.EJECTED})
 
 
 class AbortableStream(Protocol):
@@ -27,6 +30,26 @@ class StreamRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_member: dict[str, set[AbortableStream]] = {}
+        self._attempts: dict[str, set[AbortableStream]] = {}
+
+    def add_attempt(self, endpoint: str, attempt: AbortableStream) -> None:
+        """Register a unary attempt in flight on ``endpoint`` (idempotent calls only)."""
+        with self._lock:
+            self._attempts.setdefault(endpoint, set()).add(attempt)
+
+    def remove_attempt(self, endpoint: str, attempt: AbortableStream) -> None:
+        """Forget a unary attempt (it finished)."""
+        with self._lock:
+            attempts = self._attempts.get(endpoint)
+            if attempts is not None:
+                attempts.discard(attempt)
+
+    def attempts_to_abort(self, t: Transition) -> list[AbortableStream]:
+        """Unary attempts to abandon for transition ``t`` (they will be retried)."""
+        if t.new not in RESCUE_STATES:
+            return []
+        with self._lock:
+            return list(self._attempts.pop(t.endpoint, ()))
 
     def add(self, endpoint: str, stream: AbortableStream) -> None:
         """Register an open stream on ``endpoint``."""
