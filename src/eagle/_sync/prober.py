@@ -55,7 +55,6 @@ class Prober:
         self._subs = subs
         self._config = config
         self._request = health_request(config.health.service)
-        self._timeout = config.health.timeout
         self._inflight: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stopped = False
@@ -147,7 +146,9 @@ class Prober:
             return
         start = time.monotonic()
         try:
-            fut = sub.multicallable(HEALTH_CHECK).future(self._request, timeout=self._timeout)
+            fut = sub.multicallable(HEALTH_CHECK).future(
+                self._request, timeout=self._bal.probe_timeout(key)
+            )
         except Exception as exc:  # closed channel, ...
             self._bal.on_probe(
                 key, ProbeOutcome(ProbeResult.UNREACHABLE, 0.0, f"probe not sent: {exc}")

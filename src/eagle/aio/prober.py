@@ -41,7 +41,6 @@ class AioProber:
         self._subs = subs
         self._config = config
         self._request = health_request(config.health.service)
-        self._timeout = config.health.timeout
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
         self._stopped = False
@@ -122,7 +121,9 @@ class AioProber:
             return
         start = time.monotonic()
         try:
-            resp = await sub.multicallable(HEALTH_CHECK)(self._request, timeout=self._timeout)
+            resp = await sub.multicallable(HEALTH_CHECK)(
+                self._request, timeout=self._bal.probe_timeout(key)
+            )
         except grpc.aio.AioRpcError as err:
             code = err.code()
             outcome = classify_probe(

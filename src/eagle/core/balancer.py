@@ -40,6 +40,9 @@ __all__ = ["Balancer", "Stats"]
 
 log = logging.getLogger("eagle.balancer")
 
+#: the least deadline of a member's first probe, which also sets up its connection
+FIRST_PROBE_TIMEOUT = 1.0
+
 #: what a member cut off from its cluster answers calls with (etcd: "etcdserver: no leader")
 _NO_LEADER = "no leader"
 
@@ -305,6 +308,15 @@ class Balancer:
                     out.append(key)
         return out
 
+    def probe_timeout(self, key: str) -> float:
+        """The deadline for the probe of ``key`` about to be sent: ``health.timeout``, or at
+        least 1 s for a member's first probe (it also sets up the connection)."""
+        timeout = self.config.health.timeout
+        m = self._members.get(key)
+        if m is not None and m.health.last_probe is None:
+            return max(timeout, FIRST_PROBE_TIMEOUT)
+        return timeout
+
     def next_probe_at(self) -> float | None:
         """When the next probe falls due (None without members)."""
         with self._lock:
@@ -324,8 +336,9 @@ class Balancer:
             m.health.apply(outcome, now)
             self._refresh(m, now, out)
         if outcome.error and outcome.error != previous:
-            # one warning per distinct problem, not one per probe
-            log.warning("member %s: %s", key, outcome.error)
+            # one warning per distinct problem that took the member out, not one per probe
+            level = logging.WARNING if m.health.state is not State.SERVING else logging.DEBUG
+            log.log(level, "member %s: %s", key, outcome.error)
         if self.observers.probe:
             self.observers.emit_probe(key, outcome)
         self._fire(out)
