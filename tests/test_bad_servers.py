@@ -86,7 +86,7 @@ def test_server_that_never_answers(serve, caplog) -> None:  # type: ignore[no-un
 
     ep = serve(hang)
     try:
-        st = _watch(ep, 1.0, caplog)
+        st = _watch(ep, 2.5, caplog)  # a first probe waits up to 1 s (it also connects)
     finally:
         release.set()
     assert st.state is State.UNREACHABLE
