@@ -22,6 +22,9 @@ EAGLE_CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
     # issue 2 / issue 5 hang target: health.interval 0.2 s, everything else default
     "hi0.2": {"health": {"interval": 0.2}},
+    # the same with Echo/Unary declared idempotent (it is a read): eagle then abandons an
+    # attempt stuck on a member the prober has taken out and re-sends it elsewhere
+    "hi0.2-idem": {"health": {"interval": 0.2}, "retry": {"idempotent_methods": [ECHO_UNARY]}},
     # issue 3 / issue 5 hang target: per-try timeout; a per-try timeout is only retried for
     # methods declared idempotent (eagle never re-sends a call that may have reached a
     # server otherwise), so Echo/Unary is declared idempotent

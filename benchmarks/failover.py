@@ -30,7 +30,10 @@ def run_failover(ctx: Ctx) -> dict[str, Any]:
     quick = ctx.opts.quick
     duration = 3.0 if quick else 8.0
     t_plan = 1.0 if quick else 2.0
-    clients = ctx.select([eagle("sync", "hi0.2"), grpc_client("rr_hc")], ("grpc-rr-hc",))
+    clients = ctx.select(
+        [eagle("sync", "hi0.2"), eagle("sync", "hi0.2-idem"), grpc_client("rr_hc")],
+        ("grpc-rr-hc",),
+    )
     out: dict[str, Any] = {
         "duration": duration,
         "threads": THREADS,

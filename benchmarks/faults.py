@@ -41,8 +41,10 @@ def clients_for(scenario: str) -> list[ClientSpec]:
         eagles = [
             eagle("sync"),
             eagle("sync", "hi0.2"),
+            eagle("sync", "hi0.2-idem"),
             eagle("sync", "pertry"),
             eagle("aio", "hi0.2"),
+            eagle("aio", "hi0.2-idem"),
         ]
     elif scenario == "slow":
         eagles = [eagle("sync"), eagle("sync", "p2c"), eagle("aio", "p2c")]

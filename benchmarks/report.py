@@ -126,7 +126,6 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
 
     # failover (issue 2) ---------------------------------------------------------
     fo = sc.get("failover")
-    e = _get(fo, "clients", "eagle-sync[hi0.2]")
     b = _get(fo, "clients", "grpc-rr-hc")
     b_txt = "—"
     if b:
@@ -134,29 +133,36 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"grpc-rr-hc: {b['fault']['failed_after']} failed, failures stop "
             f"{_never(b['fault']['failures_stop_s'])}"
         )
-    add(
-        "failover",
-        "hang, 4 threads, 1 s deadline, health.interval 0.2: <= 2 failed calls",
-        f"{e['fault']['failed_after']} failed" if e else "—",
-        b_txt,
-        None if e is None else e["fault"]["failed_after"] <= 2,
-        "issue 2",
-    )
-    add(
-        "failover",
-        "…and calls stop failing within 1.5 s",
-        (
-            f"failures stop {_never(e['fault']['failures_stop_s'])} "
-            f"(last failing call sent at {_never(e['fault']['last_hit_sent_s'])})"
+    for label, note in (
+        ("eagle-sync[hi0.2]", "health.interval 0.2"),
+        ("eagle-sync[hi0.2-idem]", "health.interval 0.2, Unary declared idempotent"),
+    ):
+        e = _get(fo, "clients", label)
+        add(
+            "failover",
+            f"hang, 4 threads, 1 s deadline, {note}: <= 2 failed calls",
+            f"{e['fault']['failed_after']} failed" if e else "—",
+            b_txt,
+            None if e is None else e["fault"]["failed_after"] <= 2,
+            "issue 2",
         )
-        if e
-        else "—",
-        b_txt,
-        None
-        if e is None
-        else (e["fault"]["failures_stop_s"] is not None and e["fault"]["failures_stop_s"] <= 1.5),
-        "issue 2",
-    )
+        add(
+            "failover",
+            f"…{label}: calls stop failing within 1.5 s",
+            (
+                f"failures stop {_never(e['fault']['failures_stop_s'])} "
+                f"(last failing call sent at {_never(e['fault']['last_hit_sent_s'])})"
+            )
+            if e
+            else "—",
+            b_txt,
+            None
+            if e is None
+            else (
+                e["fault"]["failures_stop_s"] is not None and e["fault"]["failures_stop_s"] <= 1.5
+            ),
+            "issue 2",
+        )
 
     # fault matrix ----------------------------------------------------------------
     hang = _get(sc, "hang", "clients") or {}
@@ -167,7 +173,12 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         if base_hang
         else "—"
     )
-    for label in ("eagle-sync[hi0.2]", "eagle-aio[hi0.2]"):
+    for label in (
+        "eagle-sync[hi0.2]",
+        "eagle-aio[hi0.2]",
+        "eagle-sync[hi0.2-idem]",
+        "eagle-aio[hi0.2-idem]",
+    ):
         f = _get(hang, label, "fault")
         add(
             "hang",
