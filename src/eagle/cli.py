@@ -30,6 +30,7 @@ from typing import IO, Any, NoReturn, TextIO
 from . import __version__
 from ._sync.channel import Channel, insecure_channel, secure_channel
 from .config import Config, load_config
+from .core.balancer import FIRST_PROBE_TIMEOUT
 from .core.status import EndpointStatus, State, StatusSnapshot
 from .endpoints import parse_endpoints
 from .tls import explain_tls_error, load_credentials
@@ -294,10 +295,13 @@ def _channel(args: argparse.Namespace, cfg: Config) -> Channel:
 
 def settle_time(cfg: Config) -> float:
     """How long ``status``/``probe`` wait at most for every endpoint's first verdict:
-    enough for the probes the unhealthy threshold needs (at least 2 x health.timeout),
-    plus the membership timeout when membership is on, plus a small margin."""
+    the first probe (which also connects, so it may wait up to FIRST_PROBE_TIMEOUT), then
+    the further probes the unhealthy threshold needs, plus the membership timeout when
+    membership is on, plus a small margin."""
     h = cfg.health
-    wait = max(2 * h.timeout, (h.unhealthy_threshold - 1) * h.interval * (1 + h.jitter) + h.timeout)
+    first = max(h.timeout, FIRST_PROBE_TIMEOUT)
+    later = max(h.interval * (1 + h.jitter), h.timeout)
+    wait = first + (h.unhealthy_threshold - 1) * later
     if cfg.membership.provider is not None:
         wait += cfg.membership.timeout
     return wait + 0.5

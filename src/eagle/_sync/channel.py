@@ -13,17 +13,14 @@ from typing import Any
 
 import grpc
 
-from ..config import Config, load_config
-from ..core.balancer import Balancer
+from ..channel_base import ChannelBase
+from ..config import Config
 from ..core.calls import FAIL, SEND, SLEEP, WAIT, CallDriver, Step
-from ..core.status import StatusSnapshot, Transition
-from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
 from ..errors import EagleRpcError
-from ..forking import ForkedChannelError, generation
+from ..forking import generation
 from ..rpc_outcome import InFlight, final_error, report_failure
-from ..subchannel_options import subchannel_options
-from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel, SubChannelPool
+from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel
 from .hedging import hedged_call
 from .prober import Prober
 from .streams import SyncStream
@@ -35,7 +32,7 @@ log = logging.getLogger("eagle.channel")
 _monotonic = time.monotonic
 
 
-class Channel(grpc.Channel):  # type: ignore[misc]
+class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
     """A ``grpc.Channel`` that spreads calls over several members and routes around
     crashed, frozen, draining, partitioned and misbehaving ones.
 
@@ -53,23 +50,11 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         authorities: dict[str, str] | None = None,
         _start: bool = True,
     ) -> None:
-        self._endpoints = parse_endpoints(endpoints)
-        self._generation = generation()
-        self.config = load_config(config)
-        self._credentials = credentials
-        self._options = list(options)
-        self._authorities = dict(authorities or {})
-        self._balancer = Balancer(self._endpoints, self.config)
-        self._pool: SubChannelPool[grpc.Channel] = SubChannelPool(self._make_sub)
-        self._subs = self._pool.active
+        self._setup(endpoints, credentials, config, options, authorities)
         self._lock = threading.Lock()
-        self._closed = False
         self._cond = threading.Condition()
-        self._streams = StreamRegistry()
         self._connectivity_subs: list[Callable[[grpc.ChannelConnectivity], None]] = []
-        for ep in self._endpoints:
-            self._pool.add([ep])
-        self._balancer.on_change(self._on_transition)
+        self._pool.add(self._endpoints)
         self._prober = Prober(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
         if _start:
@@ -77,35 +62,12 @@ class Channel(grpc.Channel):  # type: ignore[misc]
 
     # ------------------------------------------------------------- sub-channels
     def _make_sub(self, ep: Endpoint) -> SubChannel[grpc.Channel]:
-        opts = subchannel_options(self.config, self._authorities.get(ep.raw)) + self._options
+        opts = self._sub_options(ep)
         if self._credentials is None:
             ch = grpc.insecure_channel(ep.target, options=opts)
         else:
             ch = grpc.secure_channel(ep.target, self._credentials, options=opts)
         return SubChannel(ep, ch)
-
-    def _sub(self, key: str) -> SubChannel[grpc.Channel]:
-        return self._pool.get(key)
-
-    # ------------------------------------------------------------------ status
-    def status(self) -> StatusSnapshot:
-        """An immutable snapshot of every member's status, keyed by endpoint as given."""
-        return self._balancer.snapshot()
-
-    def on_change(self, callback: Callable[[Transition], None]) -> Callable[[], None]:
-        """Call ``callback(transition)`` on every state change. Returns an unsubscribe
-        function. Callbacks run on eagle's threads: keep them short."""
-        return self._balancer.on_change(callback)
-
-    @property
-    def balancer(self) -> Balancer:
-        """The sans-IO core this channel drives (for tools and tests)."""
-        return self._balancer
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The current members, as given."""
-        return tuple(ep.raw for ep in self._balancer.endpoints)
 
     def update_endpoints(self, endpoints: str | Sequence[str]) -> None:
         """Change the member set. Members that stay keep their sub-channel, state and
@@ -131,13 +93,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
                 return
         sub.channel.close()
 
-    def _on_transition(self, t: Transition) -> None:
-        streams, reason = self._streams.to_abort(t)
-        for s in streams:
-            self._balancer.mark_stream_move(t.endpoint, reason)
-            s.abort(reason)
-        for attempt in self._streams.attempts_to_abort(t):
-            attempt.abort(f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")
+    def _changed(self) -> None:
         with self._cond:
             self._cond.notify_all()
         if self._connectivity_subs:
@@ -154,14 +110,6 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             return self._cond.wait_for(lambda: self._balancer.version != version, timeout)
 
     # --------------------------------------------------------- grpc.Channel API
-    def _connectivity(self) -> grpc.ChannelConnectivity:
-        snap = self._balancer.snapshot()
-        if any(s.serving for s in snap.values()):
-            return grpc.ChannelConnectivity.READY
-        if all(s.state.value == "UNKNOWN" for s in snap.values()):
-            return grpc.ChannelConnectivity.CONNECTING
-        return grpc.ChannelConnectivity.TRANSIENT_FAILURE
-
     def subscribe(
         self, callback: Callable[[grpc.ChannelConnectivity], None], try_to_connect: bool = False
     ) -> None:
@@ -173,82 +121,6 @@ class Channel(grpc.Channel):  # type: ignore[misc]
         """Stop reporting connectivity to ``callback``."""
         if callback in self._connectivity_subs:
             self._connectivity_subs.remove(callback)
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> UnaryUnary:
-        """A unary-unary multicallable spread over the members."""
-        return UnaryUnary(
-            self,
-            (
-                "unary_unary",
-                method,
-                request_serializer,
-                response_deserializer,
-                bool(_registered_method),
-            ),
-        )
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> UnaryStream:
-        """A unary-stream multicallable; its streams are watched and may be moved."""
-        return UnaryStream(
-            self,
-            (
-                "unary_stream",
-                method,
-                request_serializer,
-                response_deserializer,
-                bool(_registered_method),
-            ),
-        )
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamUnary:
-        """A stream-unary multicallable (not retried once requests were handed over)."""
-        return StreamUnary(
-            self,
-            (
-                "stream_unary",
-                method,
-                request_serializer,
-                response_deserializer,
-                bool(_registered_method),
-            ),
-        )
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamStream:
-        """A stream-stream multicallable; its streams are watched and may be moved."""
-        return StreamStream(
-            self,
-            (
-                "stream_stream",
-                method,
-                request_serializer,
-                response_deserializer,
-                bool(_registered_method),
-            ),
-        )
 
     def close(self) -> None:
         """Stop probing and close every sub-channel. Idempotent and thread-safe."""
@@ -264,11 +136,6 @@ class Channel(grpc.Channel):  # type: ignore[misc]
             sub.channel.close()
         with self._cond:
             self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
 
     def __enter__(self) -> Channel:
         return self
@@ -287,11 +154,7 @@ class Channel(grpc.Channel):  # type: ignore[misc]
     def _driver(
         self, method: str, timeout: float | None, wait: bool | None, streaming: bool = False
     ) -> CallDriver:
-        if self._generation != generation():
-            raise ForkedChannelError(
-                "eagle: this channel was created before os.fork(); grpc channels and the "
-                "prober's thread do not survive a fork: create a new channel in the child"
-            )
+        self._check_forked()
         if self._closed:
             raise EagleRpcError(grpc.StatusCode.CANCELLED, "eagle: channel is closed")
         return CallDriver(self._balancer, method, timeout, wait, streaming=streaming)
@@ -765,6 +628,14 @@ class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignor
 
         fut.add_done_callback(report)
         return fut
+
+
+Channel._kinds = {
+    "unary_unary": UnaryUnary,
+    "unary_stream": UnaryStream,
+    "stream_unary": StreamUnary,
+    "stream_stream": StreamStream,
+}
 
 
 def insecure_channel(

@@ -17,16 +17,12 @@ from typing import Any
 
 import grpc
 
-from ..config import Config, load_config
-from ..core.balancer import Balancer
+from ..channel_base import ChannelBase
+from ..config import Config
 from ..core.calls import SEND, SLEEP, WAIT, CallDriver, Step
-from ..core.status import StatusSnapshot, Transition
-from ..core.streams import StreamRegistry
 from ..endpoints import Endpoint, parse_endpoints
-from ..forking import ForkedChannelError, generation
 from ..rpc_outcome import InFlight, final_error, report_failure
-from ..subchannel_options import subchannel_options
-from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel, SubChannelPool
+from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel
 from .hedging import hedged_run
 from .prober import AioProber
 
@@ -41,7 +37,7 @@ def _error(code: str, details: str) -> grpc.aio.AioRpcError:
     )
 
 
-class Channel(grpc.aio.Channel):  # type: ignore[misc]
+class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
     """A ``grpc.aio.Channel`` that spreads calls over several members and routes around
     crashed, frozen, draining, partitioned and misbehaving ones.
 
@@ -57,21 +53,10 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         options: Sequence[tuple[str, Any]] = (),
         authorities: dict[str, str] | None = None,
     ) -> None:
-        self._endpoints = parse_endpoints(endpoints)
-        self._generation = generation()
-        self.config = load_config(config)
-        self._credentials = credentials
-        self._options = list(options)
-        self._authorities = dict(authorities or {})
-        self._balancer = Balancer(self._endpoints, self.config)
-        self._pool: SubChannelPool[Any] = SubChannelPool(self._make_sub)
-        self._subs = self._pool.active
-        self._closed = False
+        self._setup(endpoints, credentials, config, options, authorities)
         self._started = False
-        self._streams = StreamRegistry()
-        self._changed: asyncio.Event | None = None
+        self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._balancer.on_change(self._on_transition)
         self._prober = AioProber(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
         try:
@@ -88,41 +73,17 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
             raise _error("CANCELLED", "eagle: channel is closed")
         self._loop = asyncio.get_running_loop()
         self._started = True
-        self._changed = asyncio.Event()
-        for ep in self._endpoints:
-            self._pool.add([ep])
+        self._event = asyncio.Event()
+        self._pool.add(self._endpoints)
         self._prober.start()
 
     def _make_sub(self, ep: Endpoint) -> SubChannel[Any]:
-        opts = subchannel_options(self.config, self._authorities.get(ep.raw)) + self._options
+        opts = self._sub_options(ep)
         if self._credentials is None:
             ch = grpc.aio.insecure_channel(ep.target, options=opts)
         else:
             ch = grpc.aio.secure_channel(ep.target, self._credentials, options=opts)
         return SubChannel(ep, ch)
-
-    def _sub(self, key: str) -> SubChannel[Any]:
-        return self._pool.get(key)
-
-    # ------------------------------------------------------------------ status
-    def status(self) -> StatusSnapshot:
-        """An immutable snapshot of every member's status, keyed by endpoint as given."""
-        return self._balancer.snapshot()
-
-    def on_change(self, callback: Callable[[Transition], None]) -> Callable[[], None]:
-        """Call ``callback(transition)`` on every state change; returns an unsubscribe
-        function. Callbacks run in the event loop: keep them short."""
-        return self._balancer.on_change(callback)
-
-    @property
-    def balancer(self) -> Balancer:
-        """The sans-IO core this channel drives."""
-        return self._balancer
-
-    @property
-    def endpoints(self) -> tuple[str, ...]:
-        """The current members, as given."""
-        return tuple(ep.raw for ep in self._balancer.endpoints)
 
     async def update_endpoints(self, endpoints: str | Sequence[str]) -> None:
         """Change the member set; members that stay keep their state and calls."""
@@ -143,13 +104,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
             self._prober._tasks.add(task)
             task.add_done_callback(self._prober._tasks.discard)
 
-    def _on_transition(self, t: Transition) -> None:
-        streams, reason = self._streams.to_abort(t)
-        for s in streams:
-            self._balancer.mark_stream_move(t.endpoint, reason)
-            s.abort(reason)
-        for attempt in self._streams.attempts_to_abort(t):
-            attempt.abort(f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")
+    def _changed(self) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             try:
@@ -162,8 +117,8 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
                 loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
-        ev = self._changed
-        self._changed = asyncio.Event()
+        ev = self._event
+        self._event = asyncio.Event()
         if ev is not None:
             ev.set()
 
@@ -173,7 +128,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         elif step.kind is WAIT:
             if self._closed:
                 raise _error("CANCELLED", "eagle: channel is closed")
-            ev = self._changed
+            ev = self._event
             if ev is not None and self._balancer.version == step.version:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ev.wait(), step.delay)
@@ -183,11 +138,7 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
     def _driver(
         self, method: str, timeout: float | None, wait: bool | None, streaming: bool = False
     ) -> CallDriver:
-        if self._generation != generation():
-            raise ForkedChannelError(
-                "eagle: this channel was created before os.fork(); grpc channels and the "
-                "prober's thread do not survive a fork: create a new channel in the child"
-            )
+        self._check_forked()
         if self._closed:
             raise _error("CANCELLED", "eagle: channel is closed")
         if not self._started:
@@ -212,25 +163,15 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         await asyncio.gather(*(s.channel.close(grace) for s in subs), return_exceptions=True)
         self._wake()
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """READY while any member serves; CONNECTING before the first probes answer."""
-        snap = self._balancer.snapshot()
-        if any(s.serving for s in snap.values()):
-            return grpc.ChannelConnectivity.READY
-        if all(s.state.value == "UNKNOWN" for s in snap.values()):
-            return grpc.ChannelConnectivity.CONNECTING
-        return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        return self._connectivity()
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         """Return once :meth:`get_state` differs from ``last_observed_state``."""
         self._start()
         while self.get_state() == last_observed_state and not self._closed:
-            ev = self._changed
+            ev = self._event
             if ev is not None:
                 await ev.wait()
 
@@ -239,50 +180,6 @@ class Channel(grpc.aio.Channel):  # type: ignore[misc]
         self._start()
         while self.get_state() != grpc.ChannelConnectivity.READY:
             await self.wait_for_state_change(self.get_state())
-
-    def unary_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> UnaryUnary:
-        """A unary-unary multicallable spread over the members."""
-        key = ("unary_unary", method, request_serializer, response_deserializer)
-        return UnaryUnary(self, (*key, bool(_registered_method)))
-
-    def unary_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> UnaryStream:
-        """A unary-stream multicallable; its streams are watched and may be moved."""
-        key = ("unary_stream", method, request_serializer, response_deserializer)
-        return UnaryStream(self, (*key, bool(_registered_method)))
-
-    def stream_unary(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamUnary:
-        """A stream-unary multicallable (placed once; not retried)."""
-        key = ("stream_unary", method, request_serializer, response_deserializer)
-        return StreamUnary(self, (*key, bool(_registered_method)))
-
-    def stream_stream(
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        _registered_method: bool | None = False,
-    ) -> StreamStream:
-        """A stream-stream multicallable; its streams are watched and may be moved."""
-        key = ("stream_stream", method, request_serializer, response_deserializer)
-        return StreamStream(self, (*key, bool(_registered_method)))
 
 
 _MultiCallable = MethodHandle
@@ -823,6 +720,14 @@ class StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: i
 
         call.add_done_callback(report)
         return call
+
+
+Channel._kinds = {
+    "unary_unary": UnaryUnary,
+    "unary_stream": UnaryStream,
+    "stream_unary": StreamUnary,
+    "stream_stream": StreamStream,
+}
 
 
 async def _fail(step: Step) -> Any:

@@ -1,0 +1,175 @@
+"""What the sync and the asyncio channel share: setup, status, the watchdog's reaction to
+transitions, connectivity, and the four multicallable factories. No I/O here; each shell
+adds its own sub-channel type, prober, waiting and closing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import grpc
+
+from .config import Config, load_config
+from .core.balancer import Balancer
+from .core.status import State, StatusSnapshot, Transition
+from .core.streams import StreamRegistry
+from .endpoints import Endpoint, parse_endpoints
+from .forking import ForkedChannelError, generation
+from .subchannel_options import subchannel_options
+from .subchannels import SubChannel, SubChannelPool
+
+__all__ = ["ChannelBase"]
+
+_FORKED = (
+    "eagle: this channel was created before os.fork(); grpc channels and the prober's "
+    "thread do not survive a fork: create a new channel in the child"
+)
+
+
+class ChannelBase:
+    """The shell-independent half of :class:`eagle.Channel` and :class:`eagle.aio.Channel`."""
+
+    #: the shell's multicallable classes, by call kind
+    _kinds: ClassVar[dict[str, type[Any]]] = {}
+
+    def _setup(
+        self,
+        endpoints: str | Sequence[str],
+        credentials: grpc.ChannelCredentials | None,
+        config: Config | dict[str, Any] | str | None,
+        options: Sequence[tuple[str, Any]],
+        authorities: dict[str, str] | None,
+    ) -> None:
+        self._endpoints = parse_endpoints(endpoints)
+        self._generation = generation()
+        self.config = load_config(config)
+        self._credentials = credentials
+        self._options = list(options)
+        self._authorities = dict(authorities or {})
+        self._balancer = Balancer(self._endpoints, self.config)
+        self._pool: SubChannelPool[Any] = SubChannelPool(self._make_sub)
+        self._subs = self._pool.active
+        self._closed = False
+        self._streams = StreamRegistry()
+        self._balancer.on_change(self._on_transition)
+
+    # ------------------------------------------------------------- sub-channels
+    def _make_sub(self, ep: Endpoint) -> SubChannel[Any]:
+        raise NotImplementedError
+
+    def _sub_options(self, ep: Endpoint) -> list[tuple[str, Any]]:
+        return subchannel_options(self.config, self._authorities.get(ep.raw)) + self._options
+
+    def _sub(self, key: str) -> SubChannel[Any]:
+        return self._pool.get(key)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> StatusSnapshot:
+        """An immutable snapshot of every member's status, keyed by endpoint as given."""
+        return self._balancer.snapshot()
+
+    def on_change(self, callback: Callable[[Transition], None]) -> Callable[[], None]:
+        """Call ``callback(transition)`` on every state change; returns an unsubscribe
+        function. Callbacks run on eagle's prober (thread or event loop): keep them short."""
+        return self._balancer.on_change(callback)
+
+    @property
+    def balancer(self) -> Balancer:
+        """The sans-IO core this channel drives (for tools and tests)."""
+        return self._balancer
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The current members, as given."""
+        return tuple(ep.raw for ep in self._balancer.endpoints)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    def _on_transition(self, t: Transition) -> None:
+        """The watchdog: end streams and abandon rescuable attempts on a member that left."""
+        streams, reason = self._streams.to_abort(t)
+        for s in streams:
+            self._balancer.mark_stream_move(t.endpoint, reason)
+            s.abort(reason)
+        for attempt in self._streams.attempts_to_abort(t):
+            attempt.abort(f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")
+        self._changed()
+
+    def _changed(self) -> None:
+        """Wake whoever waits for the status table to change (shell-specific)."""
+
+    def _connectivity(self) -> grpc.ChannelConnectivity:
+        """READY while any member serves; CONNECTING before the first probes answer."""
+        states = [s.state for s in self._balancer.snapshot().values()]
+        if State.SERVING in states:
+            return grpc.ChannelConnectivity.READY
+        if all(s is State.UNKNOWN for s in states):
+            return grpc.ChannelConnectivity.CONNECTING
+        return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+    def _check_forked(self) -> None:
+        if self._generation != generation():
+            raise ForkedChannelError(_FORKED)
+
+    # --------------------------------------------------- multicallable factories
+    def _multicallable(
+        self,
+        kind: str,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None,
+        response_deserializer: Callable[[bytes], Any] | None,
+        registered: bool | None,
+    ) -> Any:
+        mkey = (kind, method, request_serializer, response_deserializer, bool(registered))
+        return self._kinds[kind](self, mkey)
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A unary-unary multicallable spread over the members."""
+        return self._multicallable(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A unary-stream multicallable; its streams are watched and may be moved."""
+        return self._multicallable(
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A stream-unary multicallable (placed once; its requests cannot be replayed)."""
+        return self._multicallable(
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
+    ) -> Any:
+        """A stream-stream multicallable; its streams are watched and may be moved."""
+        return self._multicallable(
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
+        )
