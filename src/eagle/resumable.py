@@ -33,7 +33,7 @@ import grpc
 
 from .core.resume import ResumeFn, ResumePlan
 
-__all__ = ["ResumableStream", "etcd_watch_resume", "resumable"]
+__all__ = ["ResumableBase", "ResumableStream", "etcd_watch_resume", "resumable"]
 
 log = logging.getLogger("eagle.resumable")
 
@@ -77,22 +77,15 @@ def etcd_watch_resume(request: Any, response: Any) -> Any:
     return new
 
 
-class ResumableStream(Generic[Req, Resp]):
-    """An iterator of responses that re-opens its stream after a failure (see
-    :func:`resumable`). ``cancel()`` ends it for good."""
+class ResumableBase(Generic[Req, Resp]):
+    """What the sync and asyncio resumable streams share: the resume plan, the stream
+    currently open, and where it rides."""
 
-    def __init__(
-        self,
-        open_stream: Callable[[Req], Iterable[Resp]],
-        plan: ResumePlan[Req, Resp],
-        on_resume: OnResume | None = None,
-    ) -> None:
+    def __init__(self, open_stream: Any, plan: ResumePlan[Req, Resp], on_resume: Any) -> None:
         self._open = open_stream
         self.plan = plan
         self._on_resume = on_resume
         self._call: Any = None
-        self._it: Iterator[Resp] | None = None
-        self._cancelled = threading.Event()
         self._done = False
 
     @property
@@ -109,6 +102,21 @@ class ResumableStream(Generic[Req, Resp]):
     def resumes(self) -> int:
         """How many times the stream was re-opened."""
         return self.plan.resumes
+
+
+class ResumableStream(ResumableBase[Req, Resp]):
+    """An iterator of responses that re-opens its stream after a failure (see
+    :func:`resumable`). ``cancel()`` ends it for good."""
+
+    def __init__(
+        self,
+        open_stream: Callable[[Req], Iterable[Resp]],
+        plan: ResumePlan[Req, Resp],
+        on_resume: OnResume | None = None,
+    ) -> None:
+        super().__init__(open_stream, plan, on_resume)
+        self._it: Iterator[Resp] | None = None
+        self._cancelled = threading.Event()
 
     def __iter__(self) -> ResumableStream[Req, Resp]:
         return self

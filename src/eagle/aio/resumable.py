@@ -19,12 +19,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
 import grpc
 
 from ..core.resume import ResumeFn, ResumePlan
-from ..resumable import OnResume
+from ..resumable import OnResume, ResumableBase
 
 __all__ = ["AsyncResumableStream", "resumable"]
 
@@ -34,7 +34,7 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-class AsyncResumableStream(Generic[Req, Resp]):
+class AsyncResumableStream(ResumableBase[Req, Resp]):
     """An async iterator of responses that re-opens its stream after a failure (see
     :func:`resumable`). ``cancel()`` ends it for good."""
 
@@ -44,28 +44,9 @@ class AsyncResumableStream(Generic[Req, Resp]):
         plan: ResumePlan[Req, Resp],
         on_resume: OnResume | None = None,
     ) -> None:
-        self._open = open_stream
-        self.plan = plan
-        self._on_resume = on_resume
-        self._call: Any = None
+        super().__init__(open_stream, plan, on_resume)
         self._it: AsyncIterator[Resp] | None = None
         self._cancelled = asyncio.Event()
-        self._done = False
-
-    @property
-    def call(self) -> Any:
-        """The stream currently open (what ``open_stream`` returned), or None."""
-        return self._call
-
-    @property
-    def endpoint(self) -> str | None:
-        """The member the current stream rides on, when eagle says (else None)."""
-        return getattr(self._call, "endpoint", None)
-
-    @property
-    def resumes(self) -> int:
-        """How many times the stream was re-opened."""
-        return self.plan.resumes
 
     def __aiter__(self) -> AsyncResumableStream[Req, Resp]:
         return self
