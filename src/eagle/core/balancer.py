@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from ..config import Config
 from ..endpoints import Endpoint
 from .health import HealthRecord, ProbeOutcome
-from .membership import MemberView, Verdict, judge_views, judging_config
+from .membership import MemberView, Verdict, check_view, judge_views, judging_config
 from .observers import Observer, ObserverSet
 from .outlier import OutlierDetector
 from .pickers import (
@@ -351,6 +351,16 @@ class Balancer:
             m = self._members.get(key)
             if m is None:
                 return
+            problem = None
+            if view is not None:
+                problem, trust = check_view(view, m.view)
+                if not trust:
+                    view, error = None, f"untrusted view: {problem}"
+                    problem = None
+            if problem is not None:
+                log.warning("member %s: %s", key, problem)
+            if error and error != m.view_error:
+                log.warning("member %s: %s", key, error)  # once per distinct problem
             m.view = view
             m.view_error = error or None
             views = {k: mm.view for k, mm in self._members.items()}

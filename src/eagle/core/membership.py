@@ -23,6 +23,7 @@ __all__ = [
     "DiscoveryPlan",
     "MemberView",
     "Verdict",
+    "check_view",
     "judge_views",
     "judging_config",
     "plan_discovery",
@@ -240,3 +241,33 @@ def plan_discovery(
     if not add and not remove:
         return _NO_CHANGE
     return DiscoveryPlan(tuple(add), tuple(remove), (*kept, *add))
+
+
+def check_view(view: MemberView, previous: MemberView | None) -> tuple[str | None, bool]:
+    """Check a fetched view against nonsense: returns (the problem or None, trust it?).
+
+    Empty ids and a member or endpoint listed twice make the view untrusted: the member
+    is then judged by its health probe alone, as when its view cannot be fetched. A term
+    that went backwards (Raft terms never do: the member lost its state) is reported but
+    the view is still judged, so a term that now trails the majority's partitions it.
+    """
+    if not view.member_id:
+        return "view has an empty member id", False
+    if not view.cluster_id:
+        return "view has an empty cluster id", False
+    ids = [mid for mid, _ in view.members]
+    if any(not mid for mid in ids):
+        return "view lists a member with an empty id", False
+    if len(ids) != len(set(ids)):
+        return "view lists a member twice", False
+    endpoints = [ep for _, eps in view.members for ep in eps]
+    if len(endpoints) != len(set(endpoints)):
+        return "view lists an endpoint twice", False
+    if (
+        previous is not None
+        and previous.member_id == view.member_id
+        and previous.cluster_id == view.cluster_id
+        and view.term < previous.term
+    ):
+        return f"term went backwards from {previous.term} to {view.term}", True
+    return None, True
