@@ -212,11 +212,16 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     )
     crash = _get(sc, "crash", "clients") or {}
     bc = _get(crash, BASELINE, "fault")
-    for label in ("eagle-sync", "eagle-aio"):
+    for label, what in (
+        ("eagle-sync", "default config"),
+        ("eagle-aio", "default config"),
+        ("eagle-sync[idem]", "Unary declared idempotent"),
+        ("eagle-aio[idem]", "Unary declared idempotent"),
+    ):
         f = _get(crash, label, "fault")
         add(
             "crash",
-            f"{label} (default config): 0 failed calls",
+            f"{label} ({what}): 0 failed calls",
             f"{f['failed_after']} failed" if f else "—",
             f"{BASELINE}: {bc['failed_after']} failed" if bc else "—",
             None if f is None else f["failed_after"] == 0,
