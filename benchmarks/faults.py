@@ -50,10 +50,6 @@ def clients_for(scenario: str) -> list[ClientSpec]:
         # a call in flight on the killed member may have been applied: eagle re-sends it
         # only for methods declared idempotent (Echo/Unary is a read)
         eagles = [eagle("sync"), eagle("aio"), eagle("sync", "idem"), eagle("aio", "idem")]
-    elif scenario == "crash":
-        # a call in flight on the killed member may have been applied: eagle re-sends it
-        # only for methods declared idempotent (Echo/Unary is a read)
-        eagles = [eagle("sync"), eagle("aio"), eagle("sync", "idem"), eagle("aio", "idem")]
     elif scenario == "slow":
         eagles = [eagle("sync"), eagle("sync", "p2c"), eagle("aio", "p2c")]
     else:
