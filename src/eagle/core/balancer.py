@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence, Set
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ..config import Config
 from ..endpoints import Endpoint
@@ -317,11 +317,6 @@ class Balancer:
             return max(timeout, FIRST_PROBE_TIMEOUT)
         return timeout
 
-    def next_probe_at(self) -> float | None:
-        """When the next probe falls due (None without members)."""
-        with self._lock:
-            return self._due[0][0] if self._due else None
-
     def on_probe(self, key: str, outcome: ProbeOutcome) -> None:
         """Fold in the result of a health probe of ``key``."""
         now = self.clock()
@@ -528,12 +523,6 @@ class Balancer:
     def _consecutive_pending(self, endpoint: str) -> bool:
         return self.outlier.has_streak(endpoint)
 
-    def expected_latency(self, endpoint: str | None = None) -> float:
-        """Expected attempt latency (decayed peak EWMA; 0 when unknown)."""
-        if endpoint is None:
-            return 0.0
-        return self.load.latency(endpoint, self.clock())
-
     def describe_unavailable(self) -> str:
         """Error details for a call no member can serve: each endpoint and its state."""
         return f"eagle: no member can serve the call: {self.snapshot().describe()}"
@@ -562,8 +551,3 @@ class Balancer:
         self.stats.stream_moves += 1
         if endpoint is not None and self.observers.stream_move:
             self.observers.emit_stream_move(endpoint, reason)
-
-    def with_status(self, key: str, **changes: object) -> EndpointStatus:
-        """A copy of ``key``'s status with ``changes`` (for tests and tools)."""
-        with self._lock:
-            return replace(self._status(self._members[key]), **changes)  # type: ignore[arg-type]
