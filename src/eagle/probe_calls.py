@@ -6,9 +6,16 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
+from .core.health import ProbeOutcome, ProbeResult, classify_probe
 from .subchannels import MethodKey
 
-__all__ = ["HEALTH_CHECK", "health_request", "serving_status"]
+__all__ = [
+    "HEALTH_CHECK",
+    "health_request",
+    "outcome_of_answer",
+    "outcome_of_error",
+    "serving_status",
+]
 
 #: the multicallable key of ``grpc.health.v1.Health/Check``
 HEALTH_CHECK: MethodKey = (
@@ -28,3 +35,19 @@ def health_request(service: str) -> Any:
 def serving_status(response: Any) -> int:
     """The raw ``status`` enum value of a ``HealthCheckResponse``."""
     return int(response.status)
+
+
+def outcome_of_answer(response: Any, latency: float) -> ProbeOutcome:
+    """The outcome of a ``Check`` that answered."""
+    return classify_probe(None, serving_status(response), None, latency)
+
+
+def outcome_of_error(exc: BaseException, latency: float) -> ProbeOutcome:
+    """The outcome of a ``Check`` that failed: a grpc error (sync or asyncio, both have
+    ``code()``/``details()``) is classified by its code; anything else is UNREACHABLE."""
+    code = getattr(exc, "code", None)
+    if callable(code) and callable(getattr(exc, "details", None)):
+        status = code()
+        name = status.name if status is not None else "UNKNOWN"
+        return classify_probe(name, None, exc.details(), latency)  # type: ignore[attr-defined]
+    return ProbeOutcome(ProbeResult.UNREACHABLE, latency, f"probe failed: {exc!r}")

@@ -103,6 +103,24 @@ class ResumableBase(Generic[Req, Resp]):
         """How many times the stream was re-opened."""
         return self.plan.resumes
 
+    def _failed(self, err: BaseException) -> float | None:
+        """The stream failed with ``err``: the delay before re-opening it, or None when it
+        must not be re-opened (the stream is then done)."""
+        code = err.code() if callable(getattr(err, "code", None)) else None  # type: ignore[attr-defined]
+        delay = self.plan.on_error(code.name if code is not None else "UNKNOWN")
+        if delay is None:
+            self._done = True
+            return None
+        log.info("re-opening stream (resume #%d in %.3fs): %s", self.plan.resumes, delay, err)
+        if self._on_resume is not None:
+            self._on_resume(err, self.plan.request)
+        return delay
+
+    def _cancel_call(self) -> None:
+        call = self._call
+        if call is not None and callable(getattr(call, "cancel", None)):
+            call.cancel()
+
 
 class ResumableStream(ResumableBase[Req, Resp]):
     """An iterator of responses that re-opens its stream after a failure (see
@@ -138,14 +156,9 @@ class ResumableStream(ResumableBase[Req, Resp]):
                 self._it = None
                 if self._cancelled.is_set():
                     raise StopIteration from None
-                code = err.code() if callable(getattr(err, "code", None)) else None
-                delay = plan.on_error(code.name if code is not None else "UNKNOWN")
+                delay = self._failed(err)
                 if delay is None:
-                    self._done = True
                     raise
-                log.info("re-opening stream (resume #%d in %.3fs): %s", plan.resumes, delay, err)
-                if self._on_resume is not None:
-                    self._on_resume(err, plan.request)
                 if delay > 0 and self._cancelled.wait(delay):
                     raise StopIteration from None
                 continue
@@ -155,9 +168,7 @@ class ResumableStream(ResumableBase[Req, Resp]):
     def cancel(self) -> None:
         """End the stream and stop resuming it (from any thread)."""
         self._cancelled.set()
-        call = self._call
-        if call is not None and callable(getattr(call, "cancel", None)):
-            call.cancel()
+        self._cancel_call()
 
 
 def resumable(

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..core.calls import SEND, CallDriver
+from ..core.calls import SEND, CallDriver, HedgeRound
 from ..rpc_outcome import final_error, report_failure
 
 if TYPE_CHECKING:
@@ -19,27 +19,20 @@ if TYPE_CHECKING:
 __all__ = ["hedged_call"]
 
 
-class _Race:
-    """Attempts in flight; wakes the caller when one finishes."""
+class _Answers:
+    """Attempts of one round that finished, in the order they finished."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.attempts: list[tuple[Any, str, float]] = []
-        self.finished: list[tuple[Any, str, float]] = []
+        self.done: list[tuple[Any, str, float]] = []
 
-    def launch(self, fut: Any, ep: str) -> None:
-        entry = (fut, ep, time.monotonic())
-        with self.cond:
-            self.attempts.append(entry)
-        fut.add_done_callback(lambda _f: self._done(entry))
+    def watch(self, fut: Any, ep: str, started: float) -> None:
+        def finished(_f: Any) -> None:
+            with self.cond:
+                self.done.append((fut, ep, started))
+                self.cond.notify_all()
 
-    def _done(self, entry: tuple[Any, str, float]) -> None:
-        with self.cond:
-            self.finished.append(entry)
-            self.cond.notify_all()
-
-    def pending(self) -> int:
-        return len(self.attempts) - len(self.finished)
+        fut.add_done_callback(finished)
 
 
 def hedged_call(
@@ -60,53 +53,52 @@ def hedged_call(
         if step.kind is not SEND:
             ch._pause(step)
             continue
-        race = _Race()
+        rnd = HedgeRound(drv, delay)
+        answers = _Answers()
+        futures: list[Any] = []
 
-        def send(s: Any, race: _Race = race) -> None:
-            race.launch(
-                mcall._mc(s.endpoint).future(
-                    request, s.timeout, metadata, credentials, wait_for_ready, compression
-                ),
-                s.endpoint,
+        def send(
+            s: Any,
+            rnd: HedgeRound = rnd,
+            answers: _Answers = answers,
+            futures: list[Any] = futures,
+        ) -> None:
+            fut = mcall._mc(s.endpoint).future(
+                request, s.timeout, metadata, credentials, wait_for_ready, compression
             )
+            futures.append(fut)
+            rnd.sent()
+            answers.watch(fut, s.endpoint, time.monotonic())
 
         send(step)
-        can_hedge = True
         seen = 0
-        winner: tuple[Any, str, float] | None = None
-        failures: list[tuple[Any, str, float]] = []
-        while True:
-            with race.cond:
-                if seen == len(race.finished):
-                    race.cond.wait(delay if can_hedge else None)
-                fresh = race.finished[seen:]
-                seen = len(race.finished)
-            for entry in fresh:
-                if entry[0].code() is grpc.StatusCode.OK:
-                    winner = entry
+        winner: Any = None
+        last_err: Any = None
+        while winner is None and last_err is None:
+            with answers.cond:
+                if seen == len(answers.done):
+                    answers.cond.wait(rnd.wait_time())
+                fresh = answers.done[seen:]
+                seen = len(answers.done)
+            for fut, ep, started in fresh:
+                code = fut.code()
+                if code is grpc.StatusCode.OK:
+                    rnd.won(ep, started)
+                    winner = fut
                     break
-                failures.append(entry)
-            if winner is not None or race.pending() == 0:
-                break
-            if not fresh and can_hedge:  # the delay passed with no answer: hedge
-                hedge = drv.hedge_step()
-                if hedge is None:
-                    can_hedge = False
-                else:
+                if rnd.lost(ep, started, code.name if code is not None else "CANCELLED"):
+                    last_err = fut.exception()
+            if winner is None and last_err is None and not fresh:
+                hedge = rnd.hedge()  # the delay passed with no answer
+                if hedge is not None:
                     send(hedge)
-        for fut, _ep, _started in race.attempts:
-            if fut is not (winner[0] if winner else None):
+        for fut in futures:
+            if fut is not winner:
                 fut.cancel()
         if winner is not None:
-            fut, ep, started = winner
-            drv.settle(ep, started, "OK")
-            return (fut.result(), fut) if with_call else fut.result()
-        for fut, ep, started in failures[:-1]:
-            code = fut.code()
-            drv.settle(ep, started, code.name if code is not None else "UNKNOWN")
-        fut, ep, started = failures[-1]
-        drv.endpoint, drv.started = ep, started
-        err = fut.exception()
+            return (winner.result(), winner) if with_call else winner.result()
+        rnd.close_lost()
+        err = last_err
         if report_failure(drv, err):
             continue
         raise final_error(drv, err)

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -27,22 +26,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..config import Config
 from ..core.balancer import Balancer
-from ..core.health import ProbeOutcome, ProbeResult, classify_probe
-from ..probe_calls import HEALTH_CHECK, health_request, serving_status
+from ..core.health import ProbeOutcome, ProbeResult
+from ..probe_calls import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
 from ..providers.base import CallResult, MembershipProbe, ViewFetch
-from ..scheduler_log import scheduler_logger
+from ..scheduling import JOB_DEFAULTS, add_probe_tick, scheduler_logger
 from ..subchannels import SubChannel
 
-__all__ = ["Prober", "tick_period"]
+__all__ = ["Prober"]
 
 log = logging.getLogger("eagle.prober")
-
-
-def tick_period(config: Config) -> float:
-    """How often the prober looks for due probes: a quarter of the shorter of interval and
-    timeout, between 10 ms and 1 s."""
-    h = config.health
-    return min(1.0, max(0.01, min(h.interval, h.timeout) / 4.0))
 
 
 class Prober:
@@ -69,18 +61,11 @@ class Prober:
         """Start probing (first probes at once)."""
         sched = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(1)},
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            job_defaults=JOB_DEFAULTS,
             daemon=True,
             logger=scheduler_logger(),
         )
-        sched.add_job(
-            self.tick,
-            "interval",
-            seconds=tick_period(self._config),
-            next_run_time=datetime.now(),
-            id="eagle-probe-tick",
-        )
-        sched.start()
+        add_probe_tick(sched, self.tick, self._config)
         self._scheduler = sched
 
     def tick(self) -> None:
@@ -166,18 +151,11 @@ class Prober:
         if self._stopped:
             return
         try:
-            resp = fut.result()
-        except grpc.RpcError as err:
-            code = err.code()
-            outcome = classify_probe(
-                code.name if code is not None else "UNKNOWN", None, err.details(), latency
-            )
+            outcome = outcome_of_answer(fut.result(), latency)
         except grpc.FutureCancelledError:
             return
         except Exception as exc:
-            outcome = ProbeOutcome(ProbeResult.UNREACHABLE, latency, f"probe failed: {exc!r}")
-        else:
-            outcome = classify_probe(None, serving_status(resp), None, latency)
+            outcome = outcome_of_error(exc, latency)
         self._bal.on_probe(key, outcome)
 
     def stop(self) -> None:

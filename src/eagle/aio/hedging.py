@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..core.calls import SEND, CallDriver
+from ..core.calls import SEND, CallDriver, HedgeRound
 from ..rpc_outcome import final_error, report_failure
 
 if TYPE_CHECKING:
@@ -44,32 +44,35 @@ async def hedged_run(
             )
             info[asyncio.ensure_future(_await(call))] = (s.endpoint, time.monotonic(), call)
 
+        rnd = HedgeRound(drv, delay)
         send(step)
+        rnd.sent()
         pending: set[asyncio.Task[Any]] = set(info)
-        can_hedge = True
         winner: asyncio.Task[Any] | None = None
-        failures: list[asyncio.Task[Any]] = []
+        err: Any = None
         try:
-            while pending:
+            while winner is None and err is None:
                 done, pending = await asyncio.wait(
-                    pending,
-                    timeout=delay if can_hedge else None,
-                    return_when=asyncio.FIRST_COMPLETED,
+                    pending, timeout=rnd.wait_time(), return_when=asyncio.FIRST_COMPLETED
                 )
                 for t in done:
-                    if not t.cancelled() and t.exception() is None:
+                    ep, started, _ = info[t]
+                    exc: Any = None if t.cancelled() else t.exception()
+                    if not t.cancelled() and exc is None:
+                        rnd.won(ep, started)
                         winner = t
                         break
-                    failures.append(t)
-                if winner is not None:
-                    break
-                if not done and can_hedge:
-                    hedge = drv.hedge_step()
-                    if hedge is None:
-                        can_hedge = False
-                    else:
+                    code = exc.code().name if callable(getattr(exc, "code", None)) else "CANCELLED"
+                    if rnd.lost(ep, started, code):
+                        if exc is None:  # the whole round was cancelled
+                            raise asyncio.CancelledError
+                        err = exc
+                if winner is None and err is None and not done:
+                    hedge = rnd.hedge()  # the delay passed with no answer
+                    if hedge is not None:
                         before = set(info)
                         send(hedge)
+                        rnd.sent()
                         pending |= set(info) - before
         finally:
             for t in info:
@@ -77,16 +80,8 @@ async def hedged_run(
                     info[t][2].cancel()
                     t.cancel()
         if winner is not None:
-            ep, started, _ = info[winner]
-            drv.settle(ep, started, "OK")
             return winner.result()
-        for t in failures[:-1]:
-            ep, started, _ = info[t]
-            exc: Any = None if t.cancelled() else t.exception()
-            drv.settle(ep, started, exc.code().name if hasattr(exc, "code") else "CANCELLED")
-        last = failures[-1]
-        drv.endpoint, drv.started = info[last][0], info[last][1]
-        err = last.exception()
+        rnd.close_lost()
         if report_failure(drv, err):
             continue
         raise final_error(drv, err)

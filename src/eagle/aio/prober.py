@@ -11,19 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import grpc
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from .._sync.prober import tick_period
 from ..config import Config
 from ..core.balancer import Balancer
-from ..core.health import ProbeOutcome, ProbeResult, classify_probe
-from ..probe_calls import HEALTH_CHECK, health_request, serving_status
+from ..probe_calls import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
 from ..providers.base import CallResult, MembershipProbe, ProviderCall, ViewFetch
-from ..scheduler_log import scheduler_logger
+from ..scheduling import JOB_DEFAULTS, add_probe_tick, scheduler_logger
 from ..subchannels import SubChannel
 
 __all__ = ["AioProber"]
@@ -53,17 +50,10 @@ class AioProber:
         """Start probing in the running loop (first probes at once)."""
         sched = AsyncIOScheduler(
             event_loop=asyncio.get_running_loop(),
-            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            job_defaults=JOB_DEFAULTS,
             logger=scheduler_logger(),
         )
-        sched.add_job(
-            self.tick,
-            "interval",
-            seconds=tick_period(self._config),
-            next_run_time=datetime.now(),
-            id="eagle-probe-tick",
-        )
-        sched.start()
+        add_probe_tick(sched, self.tick, self._config)
         self._scheduler = sched
 
     async def tick(self) -> None:
@@ -124,22 +114,12 @@ class AioProber:
             resp = await sub.multicallable(HEALTH_CHECK)(
                 self._request, timeout=self._bal.probe_timeout(key)
             )
-        except grpc.aio.AioRpcError as err:
-            code = err.code()
-            outcome = classify_probe(
-                code.name if code is not None else "UNKNOWN",
-                None,
-                err.details(),
-                time.monotonic() - start,
-            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            outcome = ProbeOutcome(
-                ProbeResult.UNREACHABLE, time.monotonic() - start, f"probe failed: {exc!r}"
-            )
+            outcome = outcome_of_error(exc, time.monotonic() - start)
         else:
-            outcome = classify_probe(None, serving_status(resp), None, time.monotonic() - start)
+            outcome = outcome_of_answer(resp, time.monotonic() - start)
         if not self._stopped:
             self._bal.on_probe(key, outcome)
 

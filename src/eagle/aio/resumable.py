@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import TypeVar
 
@@ -28,7 +27,6 @@ from ..resumable import OnResume, ResumableBase
 
 __all__ = ["AsyncResumableStream", "resumable"]
 
-log = logging.getLogger("eagle.aio.resumable")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -68,14 +66,9 @@ class AsyncResumableStream(ResumableBase[Req, Resp]):
                 self._it = None
                 if self._cancelled.is_set():
                     raise StopAsyncIteration from None
-                code = err.code() if callable(getattr(err, "code", None)) else None
-                delay = plan.on_error(code.name if code is not None else "UNKNOWN")
+                delay = self._failed(err)
                 if delay is None:
-                    self._done = True
                     raise
-                log.info("re-opening stream (resume #%d in %.3fs): %s", plan.resumes, delay, err)
-                if self._on_resume is not None:
-                    self._on_resume(err, plan.request)
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._cancelled.wait(), delay)
@@ -86,9 +79,7 @@ class AsyncResumableStream(ResumableBase[Req, Resp]):
     def cancel(self) -> None:
         """End the stream and stop resuming it."""
         self._cancelled.set()
-        call = self._call
-        if call is not None and callable(getattr(call, "cancel", None)):
-            call.cancel()
+        self._cancel_call()
 
 
 def resumable(

@@ -27,7 +27,7 @@ from .retry import pushback_from
 if TYPE_CHECKING:
     from .balancer import Balancer
 
-__all__ = ["FAIL", "SEND", "SLEEP", "WAIT", "CallDriver", "Step", "StepKind"]
+__all__ = ["FAIL", "SEND", "SLEEP", "WAIT", "CallDriver", "HedgeRound", "Step", "StepKind"]
 
 _EMPTY: frozenset[str] = frozenset()
 
@@ -248,3 +248,55 @@ class CallDriver:
                 "not retried because its method is not declared idempotent"
             )
         return False
+
+
+class HedgeRound:
+    """The bookkeeping of one round of a hedged call, shared by both shells.
+
+    The shell sends the round's first attempt, then waits up to :meth:`wait_time` for an
+    answer. When none came, :meth:`hedge` gives the next attempt to send (or None: no more
+    hedges this round). Each answer is reported with :meth:`won` or :meth:`lost`; when
+    every attempt of the round lost, :meth:`close_lost` reports all but the last to the
+    balancer and points the driver at the last, whose error the shell then hands to
+    ``CallDriver.failed`` to decide about a retry.
+    """
+
+    __slots__ = ("_drv", "_lost", "can_hedge", "delay", "out")
+
+    def __init__(self, drv: CallDriver, delay: float) -> None:
+        self._drv = drv
+        self.delay = delay
+        self.can_hedge = True
+        self.out = 0
+        self._lost: list[tuple[str, float, str]] = []
+
+    def sent(self) -> None:
+        """An attempt of this round is now in flight."""
+        self.out += 1
+
+    def wait_time(self) -> float | None:
+        """How long to wait for an answer before hedging (None: until one comes)."""
+        return self.delay if self.can_hedge else None
+
+    def hedge(self) -> Step | None:
+        """No answer within the delay: the SEND step of a hedged attempt, or None."""
+        step = self._drv.hedge_step() if self.can_hedge else None
+        if step is None:
+            self.can_hedge = False
+        return step
+
+    def won(self, endpoint: str, started: float) -> None:
+        """The attempt on ``endpoint`` answered first."""
+        self._drv.settle(endpoint, started, "OK")
+
+    def lost(self, endpoint: str, started: float, code: str) -> bool:
+        """The attempt on ``endpoint`` failed with ``code``; True when none is left out."""
+        self.out -= 1
+        self._lost.append((endpoint, started, code))
+        return self.out <= 0
+
+    def close_lost(self) -> None:
+        """Every attempt failed: report all but the last; the driver now holds the last."""
+        for endpoint, started, code in self._lost[:-1]:
+            self._drv.settle(endpoint, started, code)
+        self._drv.endpoint, self._drv.started, _ = self._lost[-1]
