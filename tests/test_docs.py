@@ -90,7 +90,8 @@ def test_configuration_reference_names_every_key() -> None:
 
 
 def test_observability_names_every_metric() -> None:
-    prometheus_client = pytest.importorskip("prometheus_client")
+    import prometheus_client  # the `prometheus` extra, installed by make test
+
     import eagle.metrics
 
     reg = prometheus_client.CollectorRegistry()

@@ -11,21 +11,19 @@ import urllib.request
 from collections.abc import Iterator
 
 import grpc
+import prometheus_client  # the `prometheus` extra, installed by make test
 import pytest
 from _support import wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 import eagle
 import eagle.hooks
+import eagle.metrics
 from eagle.core.balancer import Balancer
 from eagle.core.health import ProbeOutcome, ProbeResult
 from eagle.endpoints import parse_endpoints
 from eagle.testing.cluster import LocalCluster
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
-
-prometheus_client = pytest.importorskip("prometheus_client")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-import eagle.metrics  # noqa: E402
 
 #: the prober stays out of the way (one probe at start, the next after 30 s), so the
 #: killed member is found by real calls: retries, then ejection after 2 failures

@@ -23,11 +23,9 @@ from _support import wait_until
 import eagle
 import eagle.aio
 from eagle import State
+from eagle.testing.tls import CertAuthority, CertPair, TlsServer
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 from eagle.tls import explain_tls_error, load_credentials
-
-pytest.importorskip("cryptography")
-from eagle.testing.tls import CertAuthority, CertPair, TlsServer
 
 #: probes every 0.2 s, 0.5 s deadline, 2 misses: a bad member is UNREACHABLE in ~0.5 s
 FAST = {"health": {"interval": 0.2, "timeout": 0.5, "unhealthy_threshold": 2}}
