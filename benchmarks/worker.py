@@ -85,6 +85,14 @@ def sleep_until(t: float) -> None:
         time.sleep(min(left, 0.05))
 
 
+def _wait_all_serving(channel: Any, deadline: float) -> None:
+    """Wait (until ``deadline``) for an eagle channel to see every member SERVING."""
+    while monotonic() < deadline:
+        if all(s.serving for s in channel.status().values()):
+            return
+        time.sleep(0.02)
+
+
 class SkipCounter(logging.Handler):
     """Counts APScheduler's "skipped: maximum number of running instances" warnings."""
 
@@ -241,10 +249,7 @@ class SyncLoad:
     def warm_up(self) -> dict[str, Any]:
         deadline = monotonic() + float(self.spec.get("ready_timeout", 10.0))
         if self.client.is_eagle:
-            while monotonic() < deadline:
-                if all(s.serving for s in self.channel.status().values()):
-                    break
-                time.sleep(0.02)
+            _wait_all_serving(self.channel, deadline)
         # a few calls per member (a fixed count: warm-up calls also feed eagle's retry
         # budget, so they must not depend on how fast the machine is); overhead runs
         # ask for a timed warm-up instead
@@ -547,10 +552,7 @@ class WatchJob:
     def warm_up(self) -> dict[str, Any]:
         deadline = monotonic() + float(self.spec.get("ready_timeout", 20.0))
         if self.client.is_eagle:
-            while monotonic() < deadline:
-                if all(s.serving for s in self.channel.status().values()):
-                    break
-                time.sleep(0.05)
+            _wait_all_serving(self.channel, deadline)
         tries = 0
         placed = False
         while monotonic() < deadline and not placed:
