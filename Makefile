@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m eagle.demo
+	$(PY) -m eagle.ops.demo
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py

@@ -1,6 +1,6 @@
 """The real ``eagle`` console script against real servers: healthy, drained and frozen.
 
-Each test runs the installed script (``<venv>/bin/eagle``, or ``python -m eagle.cli`` when
+Each test runs the installed script (``<venv>/bin/eagle``, or ``python -m eagle.ops.cli`` when
 the script is not installed next to the interpreter) in a subprocess and checks its
 output, its JSON shape and its exit status.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import eagle.cli
+import eagle.ops.cli
 from eagle.testing.cluster import LocalCluster
 
 _SCRIPT = Path(sys.executable).with_name("eagle")
-EAGLE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "eagle.cli"]
+EAGLE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "eagle.ops.cli"]
 
 #: fast probes so every verdict is in within ~0.7 s
 FAST_TOML = """\
@@ -335,7 +335,7 @@ def test_usage_errors_from_the_real_script() -> None:
 def test_usage_errors_are_one_line(
     args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert eagle.cli.main(args) == 2
+    assert eagle.ops.cli.main(args) == 2
     out, err = capsys.readouterr()
     assert needle in one_clean_line(err)
     assert out == ""
@@ -347,21 +347,21 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd in ("status", "probe", "demo", "bench"):
         assert cmd in r.stdout
     r = subprocess.run(
-        [sys.executable, "-m", "eagle.cli", "probe", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "eagle.ops.cli", "probe", "--help"], capture_output=True, text=True
     )
     assert r.returncode == 0 and "--tls-server-name" in r.stdout and "examples:" in r.stdout
     for args in (["status", "--help"], ["demo", "--help"], ["bench", "--help"]):
-        assert eagle.cli.main(args) == 0
+        assert eagle.ops.cli.main(args) == 0
         assert "examples:" in capsys.readouterr().out
-    assert eagle.cli.main(["--version"]) == 0
+    assert eagle.ops.cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("eagle ")
-    assert eagle.cli.main([]) == 2  # no command: the help, exit status 2
+    assert eagle.ops.cli.main([]) == 2  # no command: the help, exit status 2
     assert "usage: eagle" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------- demo / bench
 def test_demo_wraps_eagle_demo(monkeypatch: pytest.MonkeyPatch) -> None:
-    import eagle.demo
+    import eagle.ops.demo
 
     seen: list[list[str] | None] = []
 
@@ -369,9 +369,9 @@ def test_demo_wraps_eagle_demo(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(argv)
         return 3
 
-    monkeypatch.setattr(eagle.demo, "main", fake_main)
-    assert eagle.cli.main(["demo", "--phase", "1", "--json"]) == 3
-    assert eagle.cli.main(["demo", "--", "--help"]) == 3
+    monkeypatch.setattr(eagle.ops.demo, "main", fake_main)
+    assert eagle.ops.cli.main(["demo", "--phase", "1", "--json"]) == 3
+    assert eagle.ops.cli.main(["demo", "--", "--help"]) == 3
     assert seen == [["--phase", "1", "--json"], ["--help"]]
 
 
@@ -388,10 +388,10 @@ def test_bench_wraps_benchmarks(
     (tmp_path / "benchmarks").mkdir()
     (tmp_path / "benchmarks" / "__main__.py").write_text("")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(eagle.cli.subprocess, "call", fake_call)
-    assert eagle.cli.main(["bench", "--quick"]) == 0
+    monkeypatch.setattr(eagle.ops.cli.subprocess, "call", fake_call)
+    assert eagle.ops.cli.main(["bench", "--quick"]) == 0
     assert calls == [[sys.executable, "-m", "benchmarks", "--quick"]]
-    monkeypatch.setattr(eagle.cli, "_bench_root", lambda: None)
-    assert eagle.cli.main(["bench"]) == 1
+    monkeypatch.setattr(eagle.ops.cli, "_bench_root", lambda: None)
+    assert eagle.ops.cli.main(["bench"]) == 1
     err = capsys.readouterr().err
     assert "benchmarks package is not importable" in one_clean_line(err)

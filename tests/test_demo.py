@@ -6,12 +6,12 @@ import io
 import json
 import os
 
-import eagle.demo
+import eagle.ops.demo
 
 
 def test_demo_notices_every_fault_and_recovers() -> None:
     out = io.StringIO()
-    rc = eagle.demo.main(["--phase", "2", "--threads", "2", "--json"], out=out)
+    rc = eagle.ops.demo.main(["--phase", "2", "--threads", "2", "--json"], out=out)
     text = out.getvalue()
     summary = json.loads(text[text.rindex("\n{") :])
     assert rc == 0, text[-2000:]

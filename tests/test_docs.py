@@ -92,10 +92,10 @@ def test_configuration_reference_names_every_key() -> None:
 def test_observability_names_every_metric() -> None:
     import prometheus_client  # the `prometheus` extra, installed by make test
 
-    import eagle.metrics
+    import eagle.ops.metrics
 
     reg = prometheus_client.CollectorRegistry()
-    eagle.metrics.PrometheusMetrics(reg)
+    eagle.ops.metrics.PrometheusMetrics(reg)
     names = {m.name for m in reg.collect()}
     text = (DOCS / "observability.md").read_text()
     counters = {m.name for m in reg.collect() if m.type == "counter"}

@@ -37,7 +37,7 @@ from eagle.providers import (
 from eagle.providers.etcd import endpoint_from_url, view_from_etcd
 from eagle.resumable import etcd_watch_resume, resumable
 from eagle.server import MembershipPublisher, server_options, view_to_proto
-from eagle.subchannels import WithMetadata
+from eagle.shell.subchannels import WithMetadata
 from eagle.testing.v1 import etcdkv_pb2
 
 CFG = MembershipConfig(provider="eagle")

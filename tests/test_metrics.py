@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import eagle
 import eagle.hooks
-import eagle.metrics
+import eagle.ops.metrics
 from eagle.core.balancer import Balancer
 from eagle.core.health import ProbeOutcome, ProbeResult
 from eagle.endpoints import parse_endpoints
@@ -70,7 +70,7 @@ def cluster3() -> Iterator[LocalCluster]:
 def test_exporter_after_traffic_and_faults(
     cluster3: LocalCluster, registry: prometheus_client.CollectorRegistry
 ) -> None:
-    metrics = eagle.metrics.PrometheusMetrics(registry)
+    metrics = eagle.ops.metrics.PrometheusMetrics(registry)
     eps = cluster3.endpoints
     ch = eagle.insecure_channel(eps, CALLS_FIND_IT)
     nobudget = eagle.insecure_channel(
@@ -211,7 +211,7 @@ def test_instrument_default_registry_helpers() -> None:
     reg = prometheus_client.CollectorRegistry()
     fast = {"health": {"interval": 0.1, "timeout": 0.2}}
     with eagle.insecure_channel("127.0.0.1:1", fast) as ch:  # nothing listens there
-        stop = eagle.metrics.instrument(ch, "helper", registry=reg)
+        stop = eagle.ops.metrics.instrument(ch, "helper", registry=reg)
         wait_until(lambda: ch.status()["127.0.0.1:1"].state is eagle.State.UNREACHABLE, 5, "out")
         text = prometheus_client.generate_latest(reg).decode()
         assert (
@@ -220,9 +220,9 @@ def test_instrument_default_registry_helpers() -> None:
         )
         # a second call reuses the same families in that registry
         with eagle.insecure_channel("127.0.0.1:2") as ch2:
-            eagle.metrics.instrument(ch2, "helper2", registry=reg)
+            eagle.ops.metrics.instrument(ch2, "helper2", registry=reg)
         stop()
-    with eagle.metrics.start_http_server(0, registry=reg) as srv:
+    with eagle.ops.metrics.start_http_server(0, registry=reg) as srv:
         assert srv.host == "127.0.0.1"
         assert "eagle_probes_total" in urllib.request.urlopen(srv.url, timeout=5).read().decode()
 
@@ -231,17 +231,17 @@ def test_import_eagle_needs_no_prometheus_client() -> None:
     code = (
         "import sys\n"
         "sys.modules['prometheus_client'] = None  # as if it were not installed\n"
-        "import eagle, eagle.metrics, eagle.hooks\n"
+        "import eagle, eagle.ops.metrics, eagle.hooks\n"
         "ch = eagle.insecure_channel('127.0.0.1:1')\n"
         "try:\n"
-        "    eagle.metrics.PrometheusMetrics()\n"
+        "    eagle.ops.metrics.PrometheusMetrics()\n"
         "except ImportError as exc:\n"
         "    print('ERR', exc)\n"
         "ch.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert "ERR eagle.metrics needs the prometheus-client package" in out.stdout
+    assert "ERR eagle.ops.metrics needs the prometheus-client package" in out.stdout
     assert "eagle-grpc[prometheus]" in out.stdout
     plain = subprocess.run(
         [sys.executable, "-c", "import sys, eagle; print('prometheus_client' in sys.modules)"],

@@ -23,9 +23,9 @@ from _support import wait_until
 import eagle
 import eagle.aio
 from eagle import State
+from eagle.ops.tls import explain_tls_error, load_credentials
 from eagle.testing.tls import CertAuthority, CertPair, TlsServer
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
-from eagle.tls import explain_tls_error, load_credentials
 
 #: probes every 0.2 s, 0.5 s deadline, 2 misses: a bad member is UNREACHABLE in ~0.5 s
 FAST = {"health": {"interval": 0.2, "timeout": 0.5, "unhealthy_threshold": 2}}
@@ -206,7 +206,7 @@ def test_call_credentials_never_leak(
             assert errors, "the call to the expired member should fail"
             snap = ch.status()
             shown = repr(snap) + snap.describe() + "".join(repr(s) for s in snap.values())
-            from eagle.cli import status_table
+            from eagle.ops.cli import status_table
 
             shown += status_table(snap, membership=True, tls=True)
         time.sleep(0.1)
@@ -218,7 +218,7 @@ def test_call_credentials_never_leak(
 
 # -------------------------------------------------------------------------- CLI
 def test_cli_with_tls_flags(pki: Pki, servers: Servers) -> None:
-    eagle_cli = [sys.executable, "-m", "eagle.cli"]
+    eagle_cli = [sys.executable, "-m", "eagle.ops.cli"]
     ok = subprocess.run(
         [
             *eagle_cli,

@@ -22,7 +22,7 @@ from .core.pickers import (
 from .core.status import EndpointStatus, State, StatusSnapshot, Transition
 from .endpoints import Endpoint, parse_endpoints
 from .errors import AioOutcomeUnknownError, EagleRpcError, OutcomeUnknownError
-from .forking import ForkedChannelError
+from .shell.forking import ForkedChannelError
 
 __all__ = [
     "AioOutcomeUnknownError",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..core.calls import SEND, CallDriver, HedgeRound
-from ..rpc_outcome import final_error, report_failure
+from ..shell.outcomes import final_error, report_failure
 
 if TYPE_CHECKING:
     from .channel import UnaryUnary

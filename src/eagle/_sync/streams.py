@@ -17,7 +17,7 @@ import grpc
 
 from ..core.calls import SEND
 from ..errors import EagleRpcError
-from ..rpc_outcome import report_failure
+from ..shell.outcomes import report_failure
 
 if TYPE_CHECKING:
     from .channel import _MultiCallable

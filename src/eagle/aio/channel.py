@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 
-from ..channel_base import ChannelBase
 from ..config import Config
 from ..core.calls import SEND, SLEEP, WAIT, CallDriver, Step
 from ..endpoints import Endpoint, parse_endpoints
-from ..rpc_outcome import InFlight, final_error, report_failure
-from ..subchannels import RETIRE_GRACE, MethodHandle, SubChannel
+from ..shell.base import ChannelBase
+from ..shell.outcomes import InFlight, final_error, report_failure
+from ..shell.subchannels import RETIRE_GRACE, MethodHandle, SubChannel
 from .hedging import hedged_run
 from .prober import AioProber
 

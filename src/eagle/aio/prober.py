@@ -18,10 +18,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ..config import Config
 from ..core.balancer import Balancer
-from ..probe_calls import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
 from ..providers.base import CallResult, MembershipProbe, ProviderCall, ViewFetch
-from ..scheduling import JOB_DEFAULTS, add_probe_tick, scheduler_logger
-from ..subchannels import SubChannel
+from ..shell.probes import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
+from ..shell.scheduling import JOB_DEFAULTS, add_probe_tick, scheduler_logger
+from ..shell.subchannels import SubChannel
 
 __all__ = ["AioProber"]
 

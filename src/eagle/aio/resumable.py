@@ -22,8 +22,8 @@ from typing import TypeVar
 
 import grpc
 
+from .._sync.resumable import OnResume, ResumableBase
 from ..core.resume import ResumeFn, ResumePlan
-from ..resumable import OnResume, ResumableBase
 
 __all__ = ["AsyncResumableStream", "resumable"]
 

@@ -9,13 +9,13 @@ from typing import Any, ClassVar
 
 import grpc
 
-from .config import Config, load_config
-from .core.balancer import Balancer
-from .core.status import State, StatusSnapshot, Transition
-from .core.streams import StreamRegistry
-from .endpoints import Endpoint, parse_endpoints
+from ..config import Config, load_config
+from ..core.balancer import Balancer
+from ..core.status import State, StatusSnapshot, Transition
+from ..core.streams import StreamRegistry
+from ..endpoints import Endpoint, parse_endpoints
 from .forking import ForkedChannelError, generation
-from .subchannel_options import subchannel_options
+from .options import subchannel_options
 from .subchannels import SubChannel, SubChannelPool
 
 __all__ = ["ChannelBase"]

@@ -21,11 +21,11 @@ from typing import TextIO
 
 import grpc
 
-from ._sync.channel import Channel
-from .config import Config
-from .core.status import State, Transition
-from .testing.cluster import LocalCluster
-from .testing.v1 import echo_pb2, echo_pb2_grpc
+from .._sync.channel import Channel
+from ..config import Config
+from ..core.status import State, Transition
+from ..testing.cluster import LocalCluster
+from ..testing.v1 import echo_pb2, echo_pb2_grpc
 
 __all__ = ["DEMO_CONFIG", "main"]
 

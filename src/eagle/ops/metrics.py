@@ -6,11 +6,11 @@ package to install.
 
 Usage::
 
-    import eagle, eagle.metrics
+    import eagle, eagle.ops.metrics
 
     ch = eagle.insecure_channel("a:2379,b:2379,c:2379")
-    eagle.metrics.instrument(ch, name="kv")           # default prometheus registry
-    server = eagle.metrics.start_http_server(9464)    # or your own exposition
+    eagle.ops.metrics.instrument(ch, name="kv")           # default prometheus registry
+    server = eagle.ops.metrics.start_http_server(9464)    # or your own exposition
 
 Exported metrics (every series has the labels ``channel``, the ``name`` given to
 :func:`instrument`, and ``endpoint``, the endpoint as given to the channel):
@@ -45,9 +45,9 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .core.health import ProbeOutcome, ProbeResult
-from .core.observers import Observer
-from .core.status import State, Transition
+from ..core.health import ProbeOutcome, ProbeResult
+from ..core.observers import Observer
+from ..core.status import State, Transition
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -78,7 +78,7 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 )
 
 _INSTALL_HINT = (
-    "eagle.metrics needs the prometheus-client package: "
+    "eagle.ops.metrics needs the prometheus-client package: "
     "pip install 'eagle-grpc[prometheus]' (or pip install prometheus-client)"
 )
 

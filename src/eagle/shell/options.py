@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["subchannel_options"]
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import grpc
 
-from .core.calls import CallDriver
-from .errors import AioOutcomeUnknownError, OutcomeUnknownError
+from ..core.calls import CallDriver
+from ..errors import AioOutcomeUnknownError, OutcomeUnknownError
 
 __all__ = ["InFlight", "final_error", "report_failure"]
 

@@ -27,17 +27,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn, TextIO
 
-from . import __version__
-from ._sync.channel import Channel, insecure_channel, secure_channel
-from .config import Config, load_config
-from .core.balancer import FIRST_PROBE_TIMEOUT
-from .core.status import EndpointStatus, State, StatusSnapshot
-from .endpoints import parse_endpoints
+from .. import __version__
+from .._sync.channel import Channel, insecure_channel, secure_channel
+from ..config import Config, load_config
+from ..core.balancer import FIRST_PROBE_TIMEOUT
+from ..core.status import EndpointStatus, State, StatusSnapshot
+from ..endpoints import parse_endpoints
 from .tls import explain_tls_error, load_credentials
 
 __all__ = ["main"]
 
-log = logging.getLogger("eagle.cli")
+log = logging.getLogger("eagle.ops.cli")
 
 #: exit codes
 EXIT_OK = 0
@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run the demo on an embedded local cluster",
-        description="Run eagle's demo (eagle.demo) on three local servers under real faults.",
+        description="Run eagle's demo (eagle.ops.demo) on three local servers under real faults.",
         epilog=_DEMO_EPILOG,
         formatter_class=fmt,
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from grpc_health.v1 import health_pb2
 
-from .core.health import ProbeOutcome, ProbeResult, classify_probe
+from ..core.health import ProbeOutcome, ProbeResult, classify_probe
 from .subchannels import MethodKey
 
 __all__ = [

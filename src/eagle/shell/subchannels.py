@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from .endpoints import Endpoint
-from .providers.base import Metadata, call_metadata
+from ..endpoints import Endpoint
+from ..providers.base import Metadata, call_metadata
 
 __all__ = ["MethodHandle", "MethodKey", "SubChannel", "WithMetadata"]
 

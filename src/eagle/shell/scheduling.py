@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from .config import Config
+from ..config import Config
 
 __all__ = ["JOB_DEFAULTS", "add_probe_tick", "scheduler_logger", "tick_period"]
 
