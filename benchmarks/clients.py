@@ -181,7 +181,7 @@ def build_sync_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
 
         assert spec.config is not None
         return eagle_mod.insecure_channel(
-            endpoints, EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
+            endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
         )
     assert spec.setup is not None
     target, options = grpc_target_and_options(spec.setup, endpoints)
@@ -197,7 +197,7 @@ def build_aio_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
 
         assert spec.config is not None
         return eagle_mod.aio.insecure_channel(
-            endpoints, EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
+            endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
         )
     assert spec.setup is not None
     target, options = grpc_target_and_options(spec.setup, endpoints)

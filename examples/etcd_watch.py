@@ -106,7 +106,7 @@ def demo() -> int:
         print(f"--demo needs a local etcd cluster: {reason}", file=sys.stderr)
         return 2
     key = b"demo-key"
-    with EtcdCluster(3) as cluster, eagle.insecure_channel(cluster.endpoints, CONFIG) as ch:
+    with EtcdCluster(3) as cluster, eagle.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
         while not all(s.serving for s in ch.status().values()):
             time.sleep(0.05)
         leader = cluster.endpoints[cluster.leader()]

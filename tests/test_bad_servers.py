@@ -50,7 +50,7 @@ def serve() -> Iterator[Callable[[Callable[[bytes, grpc.ServicerContext], bytes]
 def _watch(endpoint: str, seconds: float, caplog: pytest.LogCaptureFixture) -> eagle.EndpointStatus:
     caplog.set_level(logging.WARNING, logger="eagle")
     cpu0 = time.process_time()
-    with eagle.insecure_channel(endpoint, CONFIG) as ch:
+    with eagle.insecure_channel(endpoint, config=CONFIG) as ch:
         time.sleep(seconds)
         status = ch.status()[endpoint]
         probes = ch.balancer.snapshot()[endpoint]

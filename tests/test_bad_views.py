@@ -58,7 +58,7 @@ def test_nonsense_view_is_not_trusted(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="eagle")
     group.elect(0, term=5)
-    with eagle.insecure_channel(group.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(group.endpoints, config=CONFIG) as ch:
         _settle(ch)
         victim = group.endpoints[1]
         group.set_view(1, **changes)
@@ -90,7 +90,7 @@ def test_term_going_backwards_is_reported_and_partitions(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="eagle")
     group.elect(0, term=5)
-    with eagle.insecure_channel(group.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(group.endpoints, config=CONFIG) as ch:
         _settle(ch)
         victim = group.endpoints[1]
         group.set_view(1, term=0)  # the member lost its state

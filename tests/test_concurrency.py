@@ -74,7 +74,7 @@ def test_sync_32_threads_under_chaos(four: LocalCluster) -> None:
     errors: list[BaseException] = []
     late: list[float] = []
     calls = [0]
-    with eagle.insecure_channel(eps[:3], FAST) as ch:
+    with eagle.insecure_channel(eps[:3], config=FAST) as ch:
         ch.on_change(chaos.on_change)
         stub = echo_pb2_grpc.EchoStub(ch)
         end = time.monotonic() + RUN
@@ -131,7 +131,7 @@ def test_aio_500_tasks_under_chaos(four: LocalCluster) -> None:
 
     async def main() -> int:
         n = 0
-        async with eagle.aio.insecure_channel(eps[:3], FAST) as ch:
+        async with eagle.aio.insecure_channel(eps[:3], config=FAST) as ch:
             ch.on_change(chaos.on_change)
             stub = echo_pb2_grpc.EchoStub(ch)
             end = time.monotonic() + RUN

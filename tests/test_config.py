@@ -67,7 +67,7 @@ def test_bad_config_names_the_key(data: dict[str, Any], message: str) -> None:
 
 def test_unknown_picker_is_named_when_the_channel_is_built() -> None:
     with pytest.raises(ValueError, match=r"policy\.name: unknown picker 'fastest'"):
-        eagle.insecure_channel("127.0.0.1:1", {"policy": "fastest"})
+        eagle.insecure_channel("127.0.0.1:1", config={"policy": "fastest"})
 
 
 def test_files_and_env(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

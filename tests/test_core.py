@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from eagle.config import Config, OutlierConfig, RetryBudgetConfig, RetryConfig
 from eagle.core.balancer import Balancer
-from eagle.core.calls import FAIL, SEND, SLEEP, WAIT, CallDriver
-from eagle.core.health import ProbeOutcome, ProbeResult, classify_probe, never_reached
+from eagle.core.calls import FAIL, SEND, SLEEP, WAIT, AttemptFailure, CallDriver, Delivery
+from eagle.core.health import ProbeOutcome, ProbeResult, classify_probe
 from eagle.core.outlier import OutlierDetector
 from eagle.core.retry import AttemptPlan, RetryBudget, backoff_delay, is_idempotent
 from eagle.core.status import State
 from eagle.endpoints import parse_endpoints
+from eagle.shell.outcomes import delivery_of
 
 
 class Clock:
@@ -52,11 +53,18 @@ def test_probe_classification() -> None:
     assert classify_probe("UNAVAILABLE", None, "refused", 0).result is ProbeResult.UNREACHABLE
 
 
-def test_never_reached_heuristic() -> None:
-    assert never_reached("UNAVAILABLE", "failed to connect to all addresses; last error: x")
-    assert never_reached("UNAVAILABLE", "ipv4:127.0.0.1:1: Connection refused")
-    assert not never_reached("UNAVAILABLE", "Socket closed")
-    assert not never_reached("DEADLINE_EXCEEDED", "failed to connect")
+def test_delivery_of_grpc_errors() -> None:
+    # grpc core's own texts: nothing sent, or sent and unanswered; anything else came from
+    # the server, whatever its code
+    assert delivery_of("UNAVAILABLE", "failed to connect to all addresses; last error: x") is (
+        Delivery.NOT_SENT
+    )
+    assert delivery_of("UNAVAILABLE", "ipv4:127.0.0.1:1: Connection refused") is Delivery.NOT_SENT
+    assert delivery_of("UNAVAILABLE", "Stream removed (Socket closed)") is Delivery.UNANSWERED
+    assert delivery_of("DEADLINE_EXCEEDED", "Deadline Exceeded") is Delivery.UNANSWERED
+    assert delivery_of("DEADLINE_EXCEEDED", "failed to connect") is Delivery.ANSWERED
+    assert delivery_of("UNKNOWN", "test status message") is Delivery.ANSWERED
+    assert delivery_of("UNAVAILABLE", "etcdserver: no leader") is Delivery.ANSWERED
 
 
 def test_thresholds_damp_flapping_and_transitions_are_reported() -> None:
@@ -257,7 +265,7 @@ def test_retries_never_sleep_past_the_deadline(timeout: float, seed: int, latenc
     while True:
         plan.begin("a")
         clock.t += latency
-        d = plan.on_failure("UNAVAILABLE", True, clock.t)
+        d = plan.on_failure("UNAVAILABLE", Delivery.UNANSWERED, clock.t)
         if not d.retry:
             break
         assert clock.t + d.delay < plan.deadline  # type: ignore[operator]
@@ -270,12 +278,16 @@ def test_safety_of_writes() -> None:
     budget = RetryBudget(RetryBudgetConfig(), clock)
     write = AttemptPlan(RetryConfig(), budget, random.Random(1), None, False, 3)
     write.begin("a")
-    assert not write.on_failure("UNAVAILABLE", True, clock.t).retry  # may have been applied
-    assert write.on_failure("UNAVAILABLE", False, clock.t).retry  # provably never sent
+    assert not write.on_failure(
+        "UNAVAILABLE", Delivery.UNANSWERED, clock.t
+    ).retry  # may have been applied
+    assert write.on_failure("UNAVAILABLE", Delivery.NOT_SENT, clock.t).retry  # provably never sent
+    assert not write.on_failure("UNAVAILABLE", Delivery.ANSWERED, clock.t).retry  # server said
+    assert write.on_failure("UNAVAILABLE", Delivery.REJECTED, clock.t).retry  # proven unapplied
     read = AttemptPlan(RetryConfig(), budget, random.Random(1), None, True, 3)
     read.begin("a")
-    assert read.on_failure("UNAVAILABLE", True, clock.t).retry
-    assert not read.on_failure("NOT_FOUND", True, clock.t).retry
+    assert read.on_failure("UNAVAILABLE", Delivery.UNANSWERED, clock.t).retry
+    assert not read.on_failure("NOT_FOUND", Delivery.UNANSWERED, clock.t).retry
     assert is_idempotent("/etcdserverpb.KV/Range", ("Range",))
     assert is_idempotent("/etcdserverpb.KV/Range", ("/etcdserverpb.KV/",))
     assert not is_idempotent("/etcdserverpb.KV/Put", ("Range",))
@@ -286,10 +298,10 @@ def test_pushback() -> None:
     budget = RetryBudget(RetryBudgetConfig(), clock)
     plan = AttemptPlan(RetryConfig(), budget, random.Random(1), None, True, 3)
     plan.begin("a")
-    d = plan.on_failure("UNAVAILABLE", True, clock.t, pushback="250")
+    d = plan.on_failure("UNAVAILABLE", Delivery.UNANSWERED, clock.t, pushback="250")
     assert d.retry and d.delay == 0.25
-    assert not plan.on_failure("UNAVAILABLE", True, clock.t, pushback="-1").retry
-    assert not plan.on_failure("UNAVAILABLE", True, clock.t, pushback="soon").retry
+    assert not plan.on_failure("UNAVAILABLE", Delivery.UNANSWERED, clock.t, pushback="-1").retry
+    assert not plan.on_failure("UNAVAILABLE", Delivery.UNANSWERED, clock.t, pushback="soon").retry
 
 
 def test_per_try_timeout_is_retryable_for_idempotent_calls() -> None:
@@ -301,7 +313,7 @@ def test_per_try_timeout_is_retryable_for_idempotent_calls() -> None:
     plan.begin("a")
     assert plan.attempt_timeout(clock.t) == 0.25
     clock.t += 0.25
-    assert plan.on_failure("DEADLINE_EXCEEDED", True, clock.t).retry
+    assert plan.on_failure("DEADLINE_EXCEEDED", Delivery.UNANSWERED, clock.t).retry
     clock.t += 0.74
     assert plan.attempt_timeout(clock.t) == pytest.approx(0.01)
 
@@ -334,14 +346,15 @@ def test_budget_is_never_exceeded(
 
 
 def test_driver_sleeps_then_sends_elsewhere() -> None:
-    bal, clock, _eps = make(cfg={"retry": {"idempotent_methods": ["/s/"]}})
-    drv = CallDriver(bal, "/s/m", timeout=5.0, wait_for_ready=False, now=clock.t)
-    first = drv.next_step(clock.t)
+    bal, _clock, _eps = make(cfg={"retry": {"idempotent_methods": ["/s/"]}})
+    drv = CallDriver(bal, "/s/m", timeout=5.0, wait_for_ready=False)
+    first = drv.next_step()
     assert first.kind is SEND
-    assert drv.failed("UNAVAILABLE", "Socket closed", now=clock.t)
-    pause = drv.next_step(clock.t)
+    lost = AttemptFailure("UNAVAILABLE", "Socket closed", Delivery.UNANSWERED)
+    assert drv.failed(lost).retry
+    pause = drv.next_step()
     assert pause.kind is SLEEP and 0 < pause.delay <= 0.03
-    second = drv.next_step(clock.t)
+    second = drv.next_step()
     assert second.kind is SEND and second.endpoint != first.endpoint
 
 
@@ -404,9 +417,10 @@ def test_no_leader_answers_mark_partitioned_not_ejected() -> None:
         bal.on_probe(e, OK)
     for _ in range(10):
         drv = CallDriver(bal, "/etcdserverpb.KV/Range", timeout=1.0, wait_for_ready=False)
-        step = drv.next_step(clock.t)
+        step = drv.next_step()
         drv.endpoint = a  # the attempt went to `a`
-        drv.failed("UNAVAILABLE", "etcdserver: no leader", now=clock.t, may_retry=False)
+        no_leader = AttemptFailure("UNAVAILABLE", "etcdserver: no leader", Delivery.ANSWERED)
+        drv.failed(no_leader, committed=True)
     st_a = bal.snapshot()[a]
     assert st_a.state is State.PARTITIONED
     assert "no leader" in (st_a.last_error or "")

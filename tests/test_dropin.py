@@ -47,7 +47,7 @@ class _Details(grpc.ClientCallDetails):  # type: ignore[misc]
 
 
 def test_sync_stubs_all_call_kinds(shared_cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         assert isinstance(ch, grpc.Channel)
         stub = echo_pb2_grpc.EchoStub(ch)
         servers = {stub.Unary(req(), timeout=5).server for _ in range(9)}
@@ -73,7 +73,7 @@ def test_sync_stubs_all_call_kinds(shared_cluster: LocalCluster) -> None:
 def test_sync_passes_metadata_timeouts_compression_and_credentials(
     shared_cluster: LocalCluster,
 ) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         resp, call = stub.Unary.with_call(
             req("meta:x-user"),
@@ -96,7 +96,7 @@ def test_sync_passes_metadata_timeouts_compression_and_credentials(
 
 
 def test_sync_errors_are_the_servers_own(shared_cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         with pytest.raises(grpc.RpcError) as err:
             stub.Unary(req(fail_code=grpc.StatusCode.NOT_FOUND.value[0]), timeout=5)
@@ -113,7 +113,7 @@ def test_sync_errors_are_the_servers_own(shared_cluster: LocalCluster) -> None:
 
 
 def test_intercept_channel_on_top(shared_cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         tag = _Tag()
         stub = echo_pb2_grpc.EchoStub(grpc.intercept_channel(ch, tag))
         assert stub.Unary(req("meta:x-tag"), timeout=5).message == "intercepted"
@@ -121,7 +121,7 @@ def test_intercept_channel_on_top(shared_cluster: LocalCluster) -> None:
 
 
 def test_multicallables_are_cached_per_method_and_member(shared_cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         stub1 = echo_pb2_grpc.EchoStub(ch)
         stub2 = echo_pb2_grpc.EchoStub(ch)
         for _ in range(6):
@@ -134,7 +134,7 @@ def test_multicallables_are_cached_per_method_and_member(shared_cluster: LocalCl
 
 
 def test_future_cancel(shared_cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         fut = stub.Unary.future(req(sleep_ms=3000), timeout=10)
         assert fut.cancel()
@@ -148,7 +148,7 @@ def test_future_cancel(shared_cluster: LocalCluster) -> None:
 
 
 def test_status_and_on_change(shared_cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
         wait_until(lambda: all(s.serving for s in ch.status().values()), 5, "all SERVING")
         snap = ch.status()
         assert list(snap) == shared_cluster.endpoints
@@ -165,7 +165,7 @@ async def _agen(*messages: str) -> AsyncIterator[echo_pb2.EchoRequest]:
 
 def test_aio_stubs_all_call_kinds(shared_cluster: LocalCluster) -> None:
     async def main() -> None:
-        async with eagle.aio.insecure_channel(shared_cluster.endpoints, FAST) as ch:
+        async with eagle.aio.insecure_channel(shared_cluster.endpoints, config=FAST) as ch:
             assert isinstance(ch, grpc.aio.Channel)
             stub = echo_pb2_grpc.EchoStub(ch)
             servers = {(await stub.Unary(req(), timeout=5)).server for _ in range(9)}
@@ -204,7 +204,7 @@ def test_aio_stubs_all_call_kinds(shared_cluster: LocalCluster) -> None:
 
 
 def test_aio_channel_created_outside_a_loop(shared_cluster: LocalCluster) -> None:
-    ch = eagle.aio.insecure_channel(shared_cluster.endpoints, FAST)
+    ch = eagle.aio.insecure_channel(shared_cluster.endpoints, config=FAST)
 
     async def main() -> str:
         stub = echo_pb2_grpc.EchoStub(ch)

@@ -65,7 +65,7 @@ async def scenario(
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_sync_channel_survives(cluster: LocalCluster, fault: str) -> None:
-    with eagle.insecure_channel(cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=FAST) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
 
         async def call() -> str:
@@ -77,7 +77,7 @@ def test_sync_channel_survives(cluster: LocalCluster, fault: str) -> None:
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_aio_channel_survives(cluster: LocalCluster, fault: str) -> None:
     async def main() -> None:
-        async with eagle.aio.insecure_channel(cluster.endpoints, FAST) as ch:
+        async with eagle.aio.insecure_channel(cluster.endpoints, config=FAST) as ch:
             stub = echo_pb2_grpc.EchoStub(ch)
 
             async def call() -> str:
@@ -89,7 +89,7 @@ def test_aio_channel_survives(cluster: LocalCluster, fault: str) -> None:
 
 
 def test_every_member_down_fails_fast_then_recovers(cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(cluster.endpoints, FAST) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=FAST) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         for i in range(3):
             cluster.kill(i)
@@ -164,7 +164,7 @@ async def recovery_scenario(
 @pytest.mark.parametrize("fault", sorted(RECOVERY))
 def test_sync_recovers_after(cluster: LocalCluster, fault: str) -> None:
     config = {**FAST, "outlier": {"base_ejection_time": 1.0}}
-    with eagle.insecure_channel(cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
 
         async def call() -> str:
@@ -178,7 +178,7 @@ def test_aio_recovers_after(cluster: LocalCluster, fault: str) -> None:
     config = {**FAST, "outlier": {"base_ejection_time": 1.0}}
 
     async def main() -> None:
-        async with eagle.aio.insecure_channel(cluster.endpoints, config) as ch:
+        async with eagle.aio.insecure_channel(cluster.endpoints, config=config) as ch:
             stub = echo_pb2_grpc.EchoStub(ch)
 
             async def call() -> str:

@@ -24,7 +24,7 @@ CONFIG = {
 
 def test_sync_hedge_beats_a_slow_member(cluster: LocalCluster) -> None:
     cluster.slow(0, 1000)
-    with eagle.insecure_channel(cluster.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
         wait_until(lambda: all(s.serving for s in ch.status().values()), 5, "all SERVING")
         stub = echo_pb2_grpc.EchoStub(ch)
         start = time.monotonic()
@@ -40,7 +40,7 @@ def test_sync_hedge_beats_a_slow_member(cluster: LocalCluster) -> None:
 
 
 def test_writes_are_never_hedged(cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(cluster.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         for i in range(6):
             stub.Write(echo_pb2.WriteRequest(key="k", request_id=f"r{i}"), timeout=5)
@@ -52,7 +52,7 @@ def test_aio_hedge_beats_a_slow_member(cluster: LocalCluster) -> None:
     cluster.slow(0, 1000)
 
     async def main() -> list[str]:
-        async with eagle.aio.insecure_channel(cluster.endpoints, CONFIG) as ch:
+        async with eagle.aio.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
             stub = echo_pb2_grpc.EchoStub(ch)
             out = []
             for _ in range(9):

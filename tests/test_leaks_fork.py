@@ -39,7 +39,7 @@ def _threads() -> int:
 def test_sync_open_close_1000_channels(shared_cluster: LocalCluster) -> None:
     def cycle(n: int) -> None:
         for i in range(n):
-            ch = eagle.insecure_channel(shared_cluster.endpoints, CONFIG)
+            ch = eagle.insecure_channel(shared_cluster.endpoints, config=CONFIG)
             if i % 50 == 0:  # some of them carry real calls
                 echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(), timeout=5)
             ch.close()
@@ -58,7 +58,7 @@ def test_sync_open_close_1000_channels(shared_cluster: LocalCluster) -> None:
 def test_aio_open_close_1000_channels(shared_cluster: LocalCluster) -> None:
     async def cycle(n: int) -> None:
         for i in range(n):
-            ch = eagle.aio.insecure_channel(shared_cluster.endpoints, CONFIG)
+            ch = eagle.aio.insecure_channel(shared_cluster.endpoints, config=CONFIG)
             if i % 50 == 0:
                 await echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(), timeout=5)
             await ch.close()
@@ -80,7 +80,7 @@ def test_aio_open_close_1000_channels(shared_cluster: LocalCluster) -> None:
 
 
 def test_close_from_many_threads_is_safe(shared_cluster: LocalCluster) -> None:
-    ch = eagle.insecure_channel(shared_cluster.endpoints, CONFIG)
+    ch = eagle.insecure_channel(shared_cluster.endpoints, config=CONFIG)
     errors: list[BaseException] = []
 
     def close() -> None:
@@ -101,7 +101,7 @@ FORK_SCRIPT = """
 import os, sys
 import eagle
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
-ch = eagle.insecure_channel(sys.argv[1].split(","), {"health": {"interval": 0.05}})
+ch = eagle.insecure_channel(sys.argv[1].split(","), config={"health": {"interval": 0.05}})
 stub = echo_pb2_grpc.EchoStub(ch)
 stub.Unary(echo_pb2.EchoRequest(), timeout=5)
 r, w = os.pipe()

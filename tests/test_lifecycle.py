@@ -31,9 +31,16 @@ def test_bad_input_raises_value_error(endpoints: str, config: object, named: str
     before = threading.active_count()
     for factory in (eagle.insecure_channel, eagle.aio.insecure_channel):
         with pytest.raises(ValueError) as err:
-            factory(endpoints, config)  # type: ignore[operator]
+            factory(endpoints, config=config)  # type: ignore[operator]
         assert named in str(err.value)
     assert threading.active_count() == before  # nothing started
+
+
+def test_config_passed_as_options_names_the_mistake() -> None:
+    # eagle < 0.2 took the config as the second positional argument; grpc's is options
+    for factory in (eagle.insecure_channel, eagle.aio.insecure_channel):
+        with pytest.raises(TypeError, match=r"options: .*pass eagle's settings as config="):
+            factory("127.0.0.1:1", {"health": {"interval": 1}})  # type: ignore[arg-type]
 
 
 def _non_grpc_threads() -> set[threading.Thread]:
@@ -47,7 +54,7 @@ def _non_grpc_threads() -> set[threading.Thread]:
 
 def test_close_stops_scheduler_and_subchannels(shared_cluster: LocalCluster) -> None:
     before = _non_grpc_threads()
-    ch = eagle.insecure_channel(shared_cluster.endpoints, FAST)
+    ch = eagle.insecure_channel(shared_cluster.endpoints, config=FAST)
     stub = echo_pb2_grpc.EchoStub(ch)
     stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
     assert _non_grpc_threads() - before  # the scheduler runs
@@ -61,9 +68,13 @@ def test_close_stops_scheduler_and_subchannels(shared_cluster: LocalCluster) -> 
     while _non_grpc_threads() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not (_non_grpc_threads() - before), _non_grpc_threads() - before
-    with pytest.raises(grpc.RpcError) as err:
+    # grpc's behaviour on a closed channel, for every call kind
+    with pytest.raises(ValueError, match="Cannot invoke RPC on closed channel!"):
         stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=1)
-    assert err.value.code() is grpc.StatusCode.CANCELLED
+    with pytest.raises(ValueError, match="Cannot invoke RPC: Channel closed!"):
+        stub.Unary.future(echo_pb2.EchoRequest(message="x"), timeout=1)
+    with pytest.raises(ValueError, match="Cannot invoke RPC: Channel closed!"):
+        stub.ServerStream(echo_pb2.EchoRequest(message="x"), timeout=1)
     for sub in ch._subs.values():
         with pytest.raises(ValueError):  # grpcio: "Cannot invoke RPC on closed channel!"
             sub.channel.unary_unary("/x/y")(b"", timeout=1)
@@ -71,16 +82,18 @@ def test_close_stops_scheduler_and_subchannels(shared_cluster: LocalCluster) -> 
 
 def test_aio_close_stops_everything(shared_cluster: LocalCluster) -> None:
     async def main() -> None:
-        ch = eagle.aio.insecure_channel(shared_cluster.endpoints, FAST)
+        ch = eagle.aio.insecure_channel(shared_cluster.endpoints, config=FAST)
         stub = echo_pb2_grpc.EchoStub(ch)
         await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
         await asyncio.sleep(0.3)
         await ch.close()
         await ch.close()
         assert ch._prober._scheduler is None and not ch._prober._tasks
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=1)
-        assert err.value.code() is grpc.StatusCode.CANCELLED
+        # grpc.aio's behaviour on a closed channel
+        with pytest.raises(grpc.aio.UsageError, match="Channel is closed."):
+            stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=1)
+        with pytest.raises(grpc.aio.UsageError, match="Channel is closed."):
+            stub.Bidi()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not others, others
 

@@ -13,7 +13,7 @@ import pytest
 import eagle
 from eagle.config import Config, MembershipConfig
 from eagle.core.balancer import Balancer
-from eagle.core.calls import SEND, CallDriver
+from eagle.core.calls import SEND, AttemptFailure, CallDriver, Delivery
 from eagle.core.health import ProbeOutcome, ProbeResult
 from eagle.core.membership import MemberView, judge_views, judging_config, plan_discovery
 from eagle.core.resume import ResumePlan
@@ -501,20 +501,25 @@ def test_server_options_and_publisher() -> None:
 
 def test_channel_rejects_unknown_provider_by_key() -> None:
     with pytest.raises(ValueError, match=r"membership: must be null, 'eagle', 'etcd'"):
-        eagle.insecure_channel("127.0.0.1:1", {"membership": "zookeeper"})
+        eagle.insecure_channel("127.0.0.1:1", config={"membership": "zookeeper"})
 
 
 def test_answer_racing_the_per_try_deadline_counts_as_a_timeout() -> None:
     # etcd answers its own expired deadline with UNKNOWN "context deadline exceeded"
     cfg = {"retry": {"per_try_timeout": 0.5, "idempotent_methods": ["/etcdserverpb.KV/Range"]}}
     eps = parse_endpoints(["h:1", "h:2"])
-    bal = Balancer(eps, Config.from_dict(cfg), rng=random.Random(2))
-    drv = CallDriver(bal, "/etcdserverpb.KV/Range", 5.0, None, now=100.0)
-    step = drv.next_step(now=100.0)
+    clock = [100.0]
+    bal = Balancer(eps, Config.from_dict(cfg), rng=random.Random(2), clock=lambda: clock[0])
+    drv = CallDriver(bal, "/etcdserverpb.KV/Range", 5.0, None)
+    step = drv.next_step()
     assert step.kind is SEND and step.timeout == 0.5
-    assert drv.failed("UNKNOWN", "context deadline exceeded", now=100.5)
-    step = drv.next_step(now=100.6)
-    step = drv.next_step(now=100.6) if step.kind is not SEND else step
+    clock[0] = 100.5
+    raced = AttemptFailure("UNKNOWN", "context deadline exceeded", Delivery.ANSWERED)
+    assert drv.failed(raced).retry
+    clock[0] = 100.6
+    step = drv.next_step()
+    step = drv.next_step() if step.kind is not SEND else step
     assert step.kind is SEND
     # an UNKNOWN well before the per-try deadline is not a timeout: not retried
-    assert not drv.failed("UNKNOWN", "boom", now=100.7)
+    clock[0] = 100.7
+    assert not drv.failed(AttemptFailure("UNKNOWN", "boom", Delivery.ANSWERED)).retry

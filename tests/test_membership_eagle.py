@@ -78,7 +78,7 @@ def test_cut_off_member_is_partitioned_then_returns(
     group: MemberGroup, changes: dict[str, Any], reason: str
 ) -> None:
     group.elect(0, term=3)
-    with eagle.insecure_channel(group.endpoints, FAST) as ch:
+    with eagle.insecure_channel(group.endpoints, config=FAST) as ch:
         wait_until(_all_serving(ch), 5, "all members SERVING")
         ep = group.endpoints[1]
         group.set_view(1, **changes)
@@ -119,7 +119,7 @@ def _moved_sync(group: MemberGroup, rs: Any, errors: list[grpc.RpcError], cut: A
 
 
 def test_sync_server_stream_is_ended_and_resumed(group: MemberGroup) -> None:
-    with eagle.insecure_channel(group.endpoints, FAST) as ch:
+    with eagle.insecure_channel(group.endpoints, config=FAST) as ch:
         wait_until(_all_serving(ch), 5, "all members SERVING")
         stub = echo_pb2_grpc.EchoStub(ch)
         errors: list[grpc.RpcError] = []
@@ -136,7 +136,7 @@ def test_sync_server_stream_is_ended_and_resumed(group: MemberGroup) -> None:
 
 def test_sync_bidi_stream_is_ended_and_resumed(group: MemberGroup) -> None:
     group.elect(0, term=5)
-    with eagle.insecure_channel(group.endpoints, FAST) as ch:
+    with eagle.insecure_channel(group.endpoints, config=FAST) as ch:
         wait_until(_all_serving(ch), 5, "all members SERVING")
         stub = echo_pb2_grpc.EchoStub(ch)
 
@@ -189,7 +189,7 @@ async def _aio_serving(ch: Any) -> None:
 
 def test_aio_server_stream_is_ended_and_resumed(group: MemberGroup) -> None:
     async def main() -> None:
-        async with eagle.aio.insecure_channel(group.endpoints, FAST) as ch:
+        async with eagle.aio.insecure_channel(group.endpoints, config=FAST) as ch:
             await _aio_serving(ch)
             stub = echo_pb2_grpc.EchoStub(ch)
             errors: list[grpc.RpcError] = []
@@ -207,7 +207,7 @@ def test_aio_server_stream_is_ended_and_resumed(group: MemberGroup) -> None:
 
 def test_aio_bidi_stream_is_ended_and_resumed(group: MemberGroup) -> None:
     async def main() -> None:
-        async with eagle.aio.insecure_channel(group.endpoints, FAST) as ch:
+        async with eagle.aio.insecure_channel(group.endpoints, config=FAST) as ch:
             await _aio_serving(ch)
             stub = echo_pb2_grpc.EchoStub(ch)
 
@@ -233,7 +233,7 @@ def test_aio_bidi_stream_is_ended_and_resumed(group: MemberGroup) -> None:
 # ----------------------------------------------------------------- leader picking
 def test_pick_leader_follows_the_leader(group: MemberGroup) -> None:
     config = {**FAST, "policy": "pick_leader"}
-    with eagle.insecure_channel(group.endpoints, config) as ch:
+    with eagle.insecure_channel(group.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         wait_until(lambda: ch.balancer.leader == group.endpoints[0], 5, "leader m0 known")
         assert {stub.Unary(Req(message="x"), timeout=5).server for _ in range(8)} == {"m0"}
@@ -251,7 +251,7 @@ def test_pick_leader_aio(group: MemberGroup) -> None:
     async def main() -> None:
         config = {**FAST, "policy": "pick_leader"}
         group.elect(1)
-        async with eagle.aio.insecure_channel(group.endpoints, config) as ch:
+        async with eagle.aio.insecure_channel(group.endpoints, config=config) as ch:
             stub = echo_pb2_grpc.EchoStub(ch)
             deadline = time.monotonic() + 5
             while ch.balancer.leader != group.endpoints[1]:
@@ -267,7 +267,7 @@ def test_pick_leader_aio(group: MemberGroup) -> None:
 def test_discovery_adds_and_removes_members(group: MemberGroup) -> None:
     e0, e1, e2 = group.endpoints
     config = {**FAST, "membership": {"provider": "eagle", "discover": True}}
-    with eagle.insecure_channel([e0], config) as ch:
+    with eagle.insecure_channel([e0], config=config) as ch:
         wait_until(lambda: set(ch.endpoints) == {e0, e1, e2}, 5, "discovery adds m1, m2")
         wait_until(_all_serving(ch), 5, "all SERVING")
         stub = echo_pb2_grpc.EchoStub(ch)
@@ -303,7 +303,7 @@ def test_discovery_aio(group: MemberGroup) -> None:
     config = {**FAST, "membership": {"provider": "eagle", "discover": True}}
 
     async def main() -> None:
-        async with eagle.aio.insecure_channel([e1], config) as ch:
+        async with eagle.aio.insecure_channel([e1], config=config) as ch:
             deadline = time.monotonic() + 5
             while set(ch.endpoints) != {e0, e1, e2} or not _all_serving(ch)():
                 assert time.monotonic() < deadline, ch.status()
@@ -319,7 +319,7 @@ def test_discovery_aio(group: MemberGroup) -> None:
 def test_update_endpoints_leaves_calls_on_staying_members_alone(group: MemberGroup) -> None:
     e0, e1, e2 = group.endpoints
     config = {**FAST, "policy": "pick_leader"}
-    with eagle.insecure_channel([e0, e1], config) as ch:
+    with eagle.insecure_channel([e0, e1], config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         wait_until(lambda: ch.balancer.leader == e0, 5, "leader m0 known")
         stream = stub.ServerStream(Req(message="s", interval_ms=20))
@@ -342,7 +342,7 @@ def test_update_endpoints_aio(group: MemberGroup) -> None:
     config = {**FAST, "policy": "pick_leader"}
 
     async def main() -> None:
-        async with eagle.aio.insecure_channel([e0, e1], config) as ch:
+        async with eagle.aio.insecure_channel([e0, e1], config=config) as ch:
             stub = echo_pb2_grpc.EchoStub(ch)
             deadline = time.monotonic() + 5
             while ch.balancer.leader != e0:
@@ -369,7 +369,7 @@ def test_require_leader_adds_hasleader_metadata(group: MemberGroup) -> None:
         "membership": {"etcd": {"require_leader": True}},
         "health": {"interval": 0.1, "timeout": 0.3},
     }
-    with eagle.insecure_channel(group.endpoints, config) as ch:
+    with eagle.insecure_channel(group.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         assert stub.Unary(Req(message="meta:hasleader"), timeout=5).message == "true"
         _, call = stub.Unary.with_call(
@@ -380,7 +380,7 @@ def test_require_leader_adds_hasleader_metadata(group: MemberGroup) -> None:
         wait_until(_all_serving(ch), 5, "members SERVING on health alone")
 
     async def main() -> None:
-        async with eagle.aio.insecure_channel(group.endpoints, config) as ach:
+        async with eagle.aio.insecure_channel(group.endpoints, config=config) as ach:
             astub = echo_pb2_grpc.EchoStub(ach)
             resp = await astub.Unary(Req(message="meta:hasleader"), timeout=5)
             assert resp.message == "true"
@@ -429,7 +429,7 @@ def test_aio_server_publishes_views_eagle_judges() -> None:
                 resp = await hstub.Check(health_pb2.HealthCheckRequest(), timeout=5)
                 assert resp.status == health_pb2.HealthCheckResponse.NOT_SERVING
                 pub.set_serving(True)
-            async with eagle.aio.insecure_channel([ep], FAST) as ch:
+            async with eagle.aio.insecure_channel([ep], config=FAST) as ch:
                 deadline = time.monotonic() + 5
                 while _state(ch, ep) is not eagle.State.SERVING:
                     assert time.monotonic() < deadline, ch.status()

@@ -176,8 +176,8 @@ def test_partition_moves_the_watch_and_reads(cluster: EtcdCluster) -> None:
     lead_ep = cluster.endpoints[leader]
     key = f"eagle-watch-{uuid.uuid4().hex[:8]}".encode()
     with (
-        eagle.insecure_channel(cluster.endpoints, WATCH_CONFIG) as wch,
-        eagle.insecure_channel(cluster.endpoints, READ_CONFIG) as rch,
+        eagle.insecure_channel(cluster.endpoints, config=WATCH_CONFIG) as wch,
+        eagle.insecure_channel(cluster.endpoints, config=READ_CONFIG) as rch,
     ):
         for ch in (wch, rch):
             wait_until(
@@ -283,7 +283,7 @@ def test_frozen_member_ends_and_resumes_the_watch(cluster: EtcdCluster) -> None:
     # the one in flight times out, then one more miss
     bound = HEALTH["interval"] * (HEALTH["unhealthy_threshold"] + 1) * (1 + HEALTH["jitter"])
     bound += HEALTH["timeout"] + 0.6
-    with eagle.insecure_channel(cluster.endpoints, WATCH_CONFIG) as wch:
+    with eagle.insecure_channel(cluster.endpoints, config=WATCH_CONFIG) as wch:
         wait_until(lambda: all(s.serving for s in wch.status().values()), 10, "all SERVING")
         watcher, wthread = _open_watch(wch, key, avoid=lead_ep)
         frozen_ep = watcher.endpoints[0]
@@ -319,7 +319,7 @@ def test_frozen_member_ends_and_resumes_the_watch(cluster: EtcdCluster) -> None:
 def test_discovery_from_member_list(cluster: EtcdCluster) -> None:
     seed = cluster.endpoints[1]
     config = {**WATCH_CONFIG, "membership": {"provider": "etcd", "discover": True}}
-    with eagle.insecure_channel([seed], config) as ch:
+    with eagle.insecure_channel([seed], config=config) as ch:
         wait_until(lambda: set(ch.endpoints) == set(cluster.endpoints), 10, "all members found")
         wait_until(lambda: all(s.serving for s in ch.status().values()), 10, "all SERVING")
         ids = {s.member_id for s in ch.status().values()}

@@ -30,7 +30,7 @@ from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 CALLS_FIND_IT: dict[str, object] = {
     "health": {"interval": 30.0, "timeout": 0.5},
     "outlier": {"consecutive_failures": 2, "base_ejection_time": 30.0, "max_ejection_percent": 50},
-    "retry": {"idempotent_methods": ["/eagle.testing.v1.Echo/Unary"]},
+    "retry": {"idempotent_methods": ["/eagle.testing.v1.Echo/Unary"], "per_try_timeout": 0.3},
 }
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -72,16 +72,20 @@ def test_exporter_after_traffic_and_faults(
 ) -> None:
     metrics = eagle.ops.metrics.PrometheusMetrics(registry)
     eps = cluster3.endpoints
-    ch = eagle.insecure_channel(eps, CALLS_FIND_IT)
+    ch = eagle.insecure_channel(eps, config=CALLS_FIND_IT)
     nobudget = eagle.insecure_channel(
         eps,
-        {
+        config={
             "health": {"interval": 30.0, "timeout": 0.5},
             "outlier": {"enabled": False},
-            "retry": {"budget": {"ratio": 0.0, "min_per_second": 0.0}},
+            "retry": {
+                "budget": {"ratio": 0.0, "min_per_second": 0.0},
+                "idempotent_methods": ["/eagle.testing.v1.Echo/Unary"],
+                "per_try_timeout": 0.3,
+            },
         },
     )
-    streams = eagle.insecure_channel(eps, {"health": {"interval": 0.2, "timeout": 0.5}})
+    streams = eagle.insecure_channel(eps, config={"health": {"interval": 0.2, "timeout": 0.5}})
     server = metrics.start_http_server(0)
     try:
         stop_main = metrics.instrument(ch, "main")
@@ -144,19 +148,29 @@ def test_exporter_after_traffic_and_faults(
         assert done.wait(5), "the stream on the drained member was not ended"
         cluster3.undrain(victim)
 
-        # crash a member: calls find it, retry elsewhere, and outlier detection ejects it
+        # crash a member: calls find it refused, retry elsewhere, and it leaves rotation at
+        # once (a connection failure is a health signal)
         dead = eps[(victim + 1) % 3]
         cluster3.kill(eps.index(dead))
         for _ in range(30):
             stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+        # freeze another: calls time out there, and outlier detection ejects it; with no
+        # retry budget, the timed-out calls are refused a retry
+        frozen = eps[(victim + 2) % 3]
+        cluster3.stop(eps.index(frozen))
         nb_stub = echo_pb2_grpc.EchoStub(nobudget)
         refused = 0
-        for _ in range(12):
-            try:
-                nb_stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
-            except grpc.RpcError as err:
-                assert err.code() is grpc.StatusCode.UNAVAILABLE
-                refused += 1
+        try:
+            for _ in range(30):
+                stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+            for _ in range(12):
+                try:
+                    nb_stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+                except grpc.RpcError as err:
+                    assert err.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+                    refused += 1
+        finally:
+            cluster3.cont(eps.index(frozen))
         assert refused >= 1
 
         after = _scrape(server.url)
@@ -165,12 +179,19 @@ def test_exporter_after_traffic_and_faults(
             _value(after, "eagle_retries_total", channel="main", endpoint=dead, code="UNAVAILABLE")
             >= 1
         )
-        assert _value(after, "eagle_ejections_total", channel="main", endpoint=dead) == 1
         assert (
-            _value(after, "eagle_endpoint_state", channel="main", endpoint=dead, state="EJECTED")
+            _value(after, "eagle_endpoint_state", channel="main", endpoint=dead, state="UNREACHABLE")
             == 1
         )
-        assert _value(after, "eagle_state_transitions_total", endpoint=dead, state="EJECTED") == 1
+        assert _value(after, "eagle_ejections_total", channel="main", endpoint=dead) == 0
+        assert _value(after, "eagle_ejections_total", channel="main", endpoint=frozen) == 1
+        assert (
+            _value(after, "eagle_endpoint_state", channel="main", endpoint=frozen, state="EJECTED")
+            == 1
+        )
+        assert (
+            _value(after, "eagle_state_transitions_total", endpoint=frozen, state="EJECTED") == 1
+        )
         assert (
             _value(
                 after,
@@ -183,7 +204,7 @@ def test_exporter_after_traffic_and_faults(
         )
         assert _value(after, "eagle_picks_total", channel="main") >= 60
         assert (
-            _value(after, "eagle_retry_budget_refusals_total", channel="nobudget", endpoint=dead)
+            _value(after, "eagle_retry_budget_refusals_total", channel="nobudget", endpoint=frozen)
             == refused
         )
         assert _value(after, "eagle_retries_total", channel="nobudget") == 0
@@ -210,7 +231,7 @@ def test_exporter_after_traffic_and_faults(
 def test_instrument_default_registry_helpers() -> None:
     reg = prometheus_client.CollectorRegistry()
     fast = {"health": {"interval": 0.1, "timeout": 0.2}}
-    with eagle.insecure_channel("127.0.0.1:1", fast) as ch:  # nothing listens there
+    with eagle.insecure_channel("127.0.0.1:1", config=fast) as ch:  # nothing listens there
         stop = eagle.ops.metrics.instrument(ch, "helper", registry=reg)
         wait_until(lambda: ch.status()["127.0.0.1:1"].state is eagle.State.UNREACHABLE, 5, "out")
         text = prometheus_client.generate_latest(reg).decode()
@@ -290,9 +311,9 @@ def test_observer_events_from_the_core() -> None:
     bal.on_probe("a:1", ProbeOutcome(ProbeResult.SERVING, 0.002))
     bal.on_probe("b:1", ProbeOutcome(ProbeResult.SERVING, 0.002))
     ep = bal.pick("/s/M")
-    bal.note_retry(True, "a:1", "/s/M", "UNAVAILABLE", "")
-    bal.note_retry(False, "a:1", "/s/M", "UNAVAILABLE", "retry budget exhausted")
-    bal.note_retry(False, "a:1", "/s/M", "INTERNAL", "INTERNAL is not retryable")
+    bal.note_retry(True, "a:1", "/s/M", "UNAVAILABLE", None)
+    bal.note_retry(False, "a:1", "/s/M", "UNAVAILABLE", eagle.GiveUp.BUDGET)
+    bal.note_retry(False, "a:1", "/s/M", "INTERNAL", eagle.GiveUp.NOT_RETRYABLE)
     bal.mark_stream_move("b:1", "left rotation")
     bal.done("a:1", "UNAVAILABLE", 0.01)  # one failure ejects (consecutive_failures 1)
     assert ("probe", "a:1", ProbeResult.SERVING) in rec.events
@@ -346,7 +367,9 @@ def test_failing_observer_is_logged_not_raised(caplog: pytest.LogCaptureFixture)
 
 def test_add_observer_on_channels() -> None:
     rec = _Recorder()
-    with eagle.insecure_channel("127.0.0.1:1", {"health": {"interval": 0.1, "timeout": 0.2}}) as ch:
+    with eagle.insecure_channel(
+        "127.0.0.1:1", config={"health": {"interval": 0.1, "timeout": 0.2}}
+    ) as ch:
         remove = eagle.hooks.add_observer(ch, rec)
         wait_until(lambda: any(e[0] == "probe" for e in rec.events), 5, "a probe event")
         remove()
@@ -361,7 +384,9 @@ def test_aio_channel_observer() -> None:
 
     async def run() -> list[tuple[object, ...]]:
         rec = _Recorder()
-        async with eagle.aio.insecure_channel("127.0.0.1:1", {"health": {"interval": 0.1}}) as ch:
+        async with eagle.aio.insecure_channel(
+            "127.0.0.1:1", config={"health": {"interval": 0.1}}
+        ) as ch:
             eagle.hooks.add_observer(ch, rec)
             for _ in range(100):
                 if any(e[0] == "probe" for e in rec.events):

@@ -23,7 +23,7 @@ CONFIG = {
 
 
 def test_sync_stuck_idempotent_calls_are_rescued(cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(cluster.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
         wait_until(lambda: all(s.serving for s in ch.status().values()), 5, "all SERVING")
         stub = echo_pb2_grpc.EchoStub(ch)
         cluster.stop(0)
@@ -55,7 +55,7 @@ def test_sync_stuck_idempotent_calls_are_rescued(cluster: LocalCluster) -> None:
 
 
 def test_sync_stuck_write_is_not_rescued(cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(cluster.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
         wait_until(lambda: all(s.serving for s in ch.status().values()), 5, "all SERVING")
         stub = echo_pb2_grpc.EchoStub(ch)
         cluster.stop(0)
@@ -82,7 +82,7 @@ def test_sync_stuck_write_is_not_rescued(cluster: LocalCluster) -> None:
 
 def test_aio_stuck_idempotent_calls_are_rescued(cluster: LocalCluster) -> None:
     async def main() -> list[tuple[float, str]]:
-        async with eagle.aio.insecure_channel(cluster.endpoints, CONFIG) as ch:
+        async with eagle.aio.insecure_channel(cluster.endpoints, config=CONFIG) as ch:
             while not all(s.serving for s in ch.status().values()):
                 await asyncio.sleep(0.05)
             stub = echo_pb2_grpc.EchoStub(ch)

@@ -69,7 +69,7 @@ def test_crash_costs_zero_failed_calls(cluster: LocalCluster) -> None:
     """SIGKILL under load from 4 threads: in-flight reads are retried elsewhere; new calls
     fail over transparently (Unary is declared idempotent: it is a read)."""
     config = cfg(retry={"idempotent_methods": [UNARY]})
-    with eagle.insecure_channel(cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=config) as ch:
         _all_serving(ch)
         stub = echo_pb2_grpc.EchoStub(ch)
         servers, errors = hammer(stub, 3.0, fault=lambda: cluster.kill(0))
@@ -80,7 +80,7 @@ def test_crash_costs_zero_failed_calls(cluster: LocalCluster) -> None:
 
 def test_hang_with_per_try_timeout_costs_zero_failed_calls(cluster: LocalCluster) -> None:
     config = cfg(retry={"idempotent_methods": [UNARY], "per_try_timeout": 0.25})
-    with eagle.insecure_channel(cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=config) as ch:
         _all_serving(ch)
         stub = echo_pb2_grpc.EchoStub(ch)
         try:
@@ -92,7 +92,7 @@ def test_hang_with_per_try_timeout_costs_zero_failed_calls(cluster: LocalCluster
 
 
 def test_p2c_routes_around_a_slow_member(cluster: LocalCluster) -> None:
-    with eagle.insecure_channel(cluster.endpoints, cfg(policy="p2c")) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=cfg(policy="p2c")) as ch:
         _all_serving(ch)
         stub = echo_pb2_grpc.EchoStub(ch)
         cluster.slow(0, 200)
@@ -107,7 +107,7 @@ def test_p2c_routes_around_a_slow_member(cluster: LocalCluster) -> None:
 
 def test_every_member_failing_stays_within_the_retry_budget(cluster: LocalCluster) -> None:
     config = cfg(retry={"idempotent_methods": [UNARY], "initial_backoff": 0.001})
-    with eagle.insecure_channel(cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=config) as ch:
         _all_serving(ch)
         stub = echo_pb2_grpc.EchoStub(ch)
         stats = ch.balancer.stats
@@ -130,7 +130,7 @@ def test_non_idempotent_write_that_reached_a_server_is_never_retried(
     cluster: LocalCluster,
 ) -> None:
     config = cfg(retry={"per_try_timeout": 0.25}, health={"interval": 5.0, "timeout": 1.0})
-    with eagle.insecure_channel(cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(cluster.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         for i in range(3):
             stub.Write(echo_pb2.WriteRequest(key="warm", request_id=f"w{i}"), timeout=2)
@@ -145,9 +145,12 @@ def test_non_idempotent_write_that_reached_a_server_is_never_retried(
                     ok.append(rid)
                 except grpc.RpcError as err:
                     assert err.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-                    # the error says the outcome is unknown (it may have been applied)
-                    assert isinstance(err, eagle.OutcomeUnknownError), err
-                    assert "outcome unknown" in err.details()
+                    # grpc's own error, unchanged; eagle says the outcome is unknown (it
+                    # may have been applied) and why it was not retried
+                    assert err.details() == "Deadline Exceeded"
+                    info = eagle.call_info(err)
+                    assert info is not None and info.outcome_unknown, info
+                    assert info.give_up is eagle.GiveUp.NOT_IDEMPOTENT
                     failed.append(rid)
         finally:
             cluster.cont(0)
@@ -163,7 +166,7 @@ def test_non_idempotent_write_that_reached_a_server_is_never_retried(
 
 def test_pushback_is_honoured(shared_cluster: LocalCluster) -> None:
     config = cfg(retry={"idempotent_methods": [UNARY], "max_attempts": 2})
-    with eagle.insecure_channel(shared_cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         code = grpc.StatusCode.UNAVAILABLE.value[0]
         start = time.monotonic()
@@ -179,7 +182,7 @@ def test_pushback_is_honoured(shared_cluster: LocalCluster) -> None:
 
 def test_retry_mode_grpc_hands_retries_to_grpc(shared_cluster: LocalCluster) -> None:
     config = cfg(retry={"mode": "grpc", "max_attempts": 3})
-    with eagle.insecure_channel(shared_cluster.endpoints, config) as ch:
+    with eagle.insecure_channel(shared_cluster.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)
         assert stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5).message == "x"
         retries0 = ch.balancer.stats.retries

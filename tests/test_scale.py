@@ -33,7 +33,7 @@ def _check_on_time(snap: eagle.StatusSnapshot, now: float) -> None:
 
 def test_sync_256_endpoints_probed_on_time(many: LocalCluster) -> None:
     before = threading.active_count()
-    with eagle.insecure_channel(many.endpoints, CONFIG) as ch:
+    with eagle.insecure_channel(many.endpoints, config=CONFIG) as ch:
         time.sleep(3.5)
         counts = []
         for _ in range(3):  # every endpoint probed within each second, repeatedly
@@ -46,7 +46,7 @@ def test_sync_256_endpoints_probed_on_time(many: LocalCluster) -> None:
 def test_aio_256_endpoints_probed_on_time(many: LocalCluster) -> None:
     async def main() -> None:
         before = threading.active_count()
-        async with eagle.aio.insecure_channel(many.endpoints, CONFIG) as ch:
+        async with eagle.aio.insecure_channel(many.endpoints, config=CONFIG) as ch:
             await asyncio.sleep(3.5)
             for _ in range(3):
                 _check_on_time(ch.status(), time.monotonic())

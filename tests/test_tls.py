@@ -93,7 +93,7 @@ def _settled(ch: eagle.Channel, ep: str) -> eagle.EndpointStatus:
 # --------------------------------------------------------------------------- works
 def test_server_tls_valid_chain_with_authority_override(pki: Pki, servers: Servers) -> None:
     ep = servers.tls.endpoint
-    with eagle.secure_channel([ep], pki.creds(), FAST, authorities={ep: HOST}) as ch:
+    with eagle.secure_channel([ep], pki.creds(), config=FAST, authorities={ep: HOST}) as ch:
         assert _echo(ch).server == "tls"
         assert _settled(ch, ep).state is State.SERVING
 
@@ -101,7 +101,7 @@ def test_server_tls_valid_chain_with_authority_override(pki: Pki, servers: Serve
 def test_mutual_tls_valid_chain(pki: Pki, servers: Servers) -> None:
     ep = servers.mtls.endpoint
     creds = pki.creds(client=pki.client)
-    with eagle.secure_channel([ep], creds, FAST, authorities={ep: HOST}) as ch:
+    with eagle.secure_channel([ep], creds, config=FAST, authorities={ep: HOST}) as ch:
         # the prober uses the same credentials: without the client certificate the
         # probe could not pass the mTLS handshake
         assert _settled(ch, ep).state is State.SERVING
@@ -112,10 +112,10 @@ def test_aio_secure_channel_tls_and_mtls(pki: Pki, servers: Servers) -> None:
     async def run() -> tuple[str, str, State]:
         t, m = servers.tls.endpoint, servers.mtls.endpoint
         auth = {t: HOST, m: HOST}
-        async with eagle.aio.secure_channel([t], pki.creds(), FAST, authorities=auth) as a:
+        async with eagle.aio.secure_channel([t], pki.creds(), config=FAST, authorities=auth) as a:
             r1 = await echo_pb2_grpc.EchoStub(a).Unary(echo_pb2.EchoRequest(message="a"))
         creds = pki.creds(client=pki.client)
-        async with eagle.aio.secure_channel([m], creds, FAST, authorities=auth) as b:
+        async with eagle.aio.secure_channel([m], creds, config=FAST, authorities=auth) as b:
             r2 = await echo_pb2_grpc.EchoStub(b).Unary(echo_pb2.EchoRequest(message="b"))
             for _ in range(100):
                 if b.status()[m].state is not State.UNKNOWN:
@@ -144,7 +144,7 @@ def test_tls_failure_names_the_reason(pki: Pki, servers: Servers, case: str) -> 
     ep = server.endpoint
     creds = pki.creds(ca=pki.other_ca.cert_pem if ca == "other" else pki.ca.cert_pem)
     auth = {ep: authority} if authority else None
-    with eagle.secure_channel([ep], creds, FAST, authorities=auth) as ch:
+    with eagle.secure_channel([ep], creds, config=FAST, authorities=auth) as ch:
         wait_until(lambda: ch.status()[ep].state is State.UNREACHABLE, 5, f"{case}: UNREACHABLE")
         st = ch.status()[ep]
         assert st.last_error is not None and grpc_text in st.last_error
@@ -157,7 +157,7 @@ def test_tls_failure_names_the_reason(pki: Pki, servers: Servers, case: str) -> 
 
 def test_mtls_without_client_certificate_fails_cleanly(pki: Pki, servers: Servers) -> None:
     ep = servers.mtls.endpoint
-    with eagle.secure_channel([ep], pki.creds(), FAST, authorities={ep: HOST}) as ch:
+    with eagle.secure_channel([ep], pki.creds(), config=FAST, authorities={ep: HOST}) as ch:
         wait_until(lambda: ch.status()[ep].state is State.UNREACHABLE, 5, "UNREACHABLE")
         hint = explain_tls_error(ch.status()[ep].last_error, tls=True) or ""
         assert "client certificate" in hint
@@ -169,7 +169,7 @@ def test_mtls_without_client_certificate_fails_cleanly(pki: Pki, servers: Server
 def test_mixed_members_route_around_the_bad_one(pki: Pki, servers: Servers) -> None:
     good, bad = servers.tls.endpoint, servers.expired.endpoint
     auth = {good: HOST, bad: HOST}
-    with eagle.secure_channel([good, bad], pki.creds(), FAST, authorities=auth) as ch:
+    with eagle.secure_channel([good, bad], pki.creds(), config=FAST, authorities=auth) as ch:
         wait_until(lambda: ch.status()[bad].state is State.UNREACHABLE, 5, "expired out")
         assert ch.status()[good].state is State.SERVING
         assert {_echo(ch).server for _ in range(6)} == {"tls"}
@@ -190,7 +190,7 @@ def test_call_credentials_never_leak(
     )
     auth = {good: HOST, bad: HOST}
     with caplog.at_level(logging.DEBUG):
-        with eagle.secure_channel([good, bad], creds, FAST, authorities=auth) as ch:
+        with eagle.secure_channel([good, bad], creds, config=FAST, authorities=auth) as ch:
             wait_until(lambda: ch.status()[bad].state is State.UNREACHABLE, 5, "expired out")
             stub = echo_pb2_grpc.EchoStub(ch)
             # the token does reach the server (the echo server reflects one metadata key)

@@ -8,9 +8,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import aio, hooks
 from ._sync.channel import Channel, insecure_channel, secure_channel
 from .config import Config, load_config
+from .core.calls import AttemptRecord, CallReport
 from .core.pickers import (
     CallInfo,
     CallOutcome,
@@ -19,22 +22,27 @@ from .core.pickers import (
     available_pickers,
     register_picker,
 )
+from .core.retry import Delivery, GiveUp
 from .core.status import EndpointStatus, State, StatusSnapshot, Transition
 from .endpoints import Endpoint, parse_endpoints
-from .errors import AioOutcomeUnknownError, EagleRpcError, OutcomeUnknownError
+from .errors import AioEagleRpcError, EagleRpcError
 from .shell.forking import ForkedChannelError
+from .shell.outcomes import call_info
 
 __all__ = [
-    "AioOutcomeUnknownError",
+    "AioEagleRpcError",
+    "AttemptRecord",
     "CallInfo",
     "CallOutcome",
+    "CallReport",
     "Channel",
     "Config",
+    "Delivery",
     "EagleRpcError",
     "Endpoint",
     "EndpointStatus",
     "ForkedChannelError",
-    "OutcomeUnknownError",
+    "GiveUp",
     "PickContext",
     "Picker",
     "State",
@@ -42,6 +50,7 @@ __all__ = [
     "Transition",
     "aio",
     "available_pickers",
+    "call_info",
     "hooks",
     "insecure_channel",
     "load_config",
@@ -51,3 +60,7 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# a library never prints: without the application's own logging setup eagle stays silent
+# (Python's last-resort handler would print its warnings to stderr)
+logging.getLogger("eagle").addHandler(logging.NullHandler())

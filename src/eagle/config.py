@@ -118,6 +118,9 @@ class RetryConfig:
     per_try_timeout: float | None = _dur(None, optional=True)
     idempotent_methods: tuple[str, ...] = ()
     budget: RetryBudgetConfig = field(default_factory=RetryBudgetConfig)
+    #: bytes of request messages kept per request-streaming call so a new attempt can
+    #: replay them (gRPC A6; grpc core's per-RPC retry buffer default is 256 KiB)
+    buffer_size: int = _num(256 * 1024, 0, 1 << 30)
 
 
 @dataclass(frozen=True)

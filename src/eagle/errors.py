@@ -1,84 +1,89 @@
-"""Errors eagle raises itself. They are real ``grpc.RpcError`` objects that are also
-``grpc.Call``, so code written against grpcio's errors keeps working."""
+"""Errors eagle makes itself.
+
+A status a server sent, or an error grpc made for one attempt, reaches the caller as
+grpc's own error object, unchanged. eagle makes an error of its own only when no attempt
+produced one: no member can serve the call, a deadline passed while no member was
+available, or a stream was ended because its member left rotation. Those keep the shape
+grpc gives its own local errors:
+
+* sync: :class:`EagleRpcError` is a subclass of grpc's ``_InactiveRpcError`` (a
+  ``grpc.RpcError`` that is also a ``grpc.Call`` and a ``grpc.Future``), exactly what a
+  sync grpc call raises;
+* asyncio: :class:`AioEagleRpcError` is a ``grpc.aio.AioRpcError``.
+
+What eagle knows about any call (member, attempts, outcome unknown, why it was not
+retried) is read with :func:`eagle.call_info`, for grpc's errors and eagle's alike.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import grpc
+from grpc import _channel as _grpc_channel
 
-__all__ = ["AioOutcomeUnknownError", "EagleRpcError", "OutcomeUnknownError"]
+__all__ = ["AioEagleRpcError", "EagleRpcError", "aio_error", "inactive_error", "sync_error"]
+
+_Metadata = tuple[tuple[str, str | bytes], ...]
 
 
-class EagleRpcError(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """A call eagle ended itself (no member could serve it, or its stream was moved).
+class EagleRpcError(_grpc_channel._InactiveRpcError):  # type: ignore[misc]
+    """A sync call eagle ended itself (e.g. UNAVAILABLE: no member can serve it, with
+    details that name every member and its state).
 
-    ``code()`` is a ``grpc.StatusCode`` (usually UNAVAILABLE) and ``details()`` names each
-    member involved and its state.
+    It behaves exactly like the error grpc raises for its own local failures: a
+    ``grpc.RpcError``, ``grpc.Call`` and ``grpc.Future`` whose ``result()`` raises it and
+    whose ``exception()`` returns it.
     """
 
     def __init__(
         self,
         code: grpc.StatusCode,
         details: str,
-        trailing_metadata: tuple[tuple[str, str | bytes], ...] = (),
+        trailing_metadata: _Metadata = (),
+        initial_metadata: _Metadata = (),
     ) -> None:
-        super().__init__(details)
-        self._code = code
-        self._details = details
-        self._trailing = trailing_metadata
+        state = _grpc_channel._RPCState((), initial_metadata, trailing_metadata, code, details)
+        state.debug_error_string = f"{code.name}:{details}"
+        super().__init__(state)
 
-    def code(self) -> grpc.StatusCode:
-        """The status code."""
-        return self._code
 
-    def details(self) -> str:
-        """Human-readable details naming the members and their states."""
-        return self._details
+class AioEagleRpcError(grpc.aio.AioRpcError):  # type: ignore[misc]
+    """An asyncio call eagle ended itself; a ``grpc.aio.AioRpcError`` like the ones
+    grpc.aio makes for its own local failures."""
 
-    def initial_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        """Always empty: no server answered."""
-        return ()
-
-    def trailing_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
-        """Trailing metadata, if any."""
-        return self._trailing
-
-    def debug_error_string(self) -> str:
-        """Same as details (grpcio compatibility)."""
-        return self._details
-
-    def is_active(self) -> bool:
-        """Always False: the call is over."""
-        return False
-
-    def time_remaining(self) -> float | None:
-        """Always None: the call is over."""
-        return None
-
-    def cancel(self) -> bool:
-        """Always False: nothing to cancel."""
-        return False
-
-    def add_callback(self, callback: Callable[[], Any]) -> bool:
-        """Always False: the call is over, so the callback is not registered."""
-        return False
-
-    def __str__(self) -> str:
-        return (
-            f"<{type(self).__name__} of RPC that terminated with:\n"
-            f"\tstatus = {self._code}\n\tdetails = {self._details!r}>"
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(
+            code,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=details,
+            debug_error_string=f"{code.name}:{details}",
         )
 
-    __repr__ = __str__
+
+def sync_error(code: str, details: str) -> EagleRpcError:
+    """eagle's own sync error for status ``code`` (a ``grpc.StatusCode`` name)."""
+    return EagleRpcError(grpc.StatusCode[code], details)
 
 
-class OutcomeUnknownError(EagleRpcError):
-    """A non-idempotent call failed after it may have reached a server: it may or may not
-    have been applied, and eagle did not retry it. ``code()`` is the original code and
-    ``details()`` starts with the original details; ``__cause__`` is the original error."""
+def aio_error(code: str, details: str) -> AioEagleRpcError:
+    """eagle's own asyncio error for status ``code`` (a ``grpc.StatusCode`` name)."""
+    return AioEagleRpcError(grpc.StatusCode[code], details)
 
 
-class AioOutcomeUnknownError(grpc.aio.AioRpcError):  # type: ignore[misc]
-    """The asyncio twin of :class:`OutcomeUnknownError` (a ``grpc.aio.AioRpcError``)."""
+def inactive_error(error: BaseException) -> BaseException:
+    """The error a blocking sync call raises for ``error``: grpc raises an
+    ``_InactiveRpcError`` from blocking calls, so an attempt eagle made as a future (whose
+    error is grpc's future object) is turned into the same error grpc's blocking call
+    would raise, with the same status, metadata and debug string."""
+    inactive_type: type[BaseException] = _grpc_channel._InactiveRpcError
+    if isinstance(error, inactive_type):
+        return error
+    state = getattr(error, "_state", None)
+    if not isinstance(state, _grpc_channel._RPCState):
+        return error
+    inactive = _grpc_channel._InactiveRpcError(state)
+    call = getattr(error, "_eagle_call", None)
+    if call is not None:
+        inactive._eagle_call = call
+    result: BaseException = inactive
+    return result

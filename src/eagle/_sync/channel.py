@@ -1,35 +1,38 @@
 """The synchronous channel: a real ``grpc.Channel`` over N members.
 
-This module only does grpc I/O; every decision comes from :class:`eagle.core.balancer.Balancer`.
+This module only does grpc I/O; every decision comes from :class:`eagle.core.balancer.Balancer`
+and the calls run in the one attempt loop of :mod:`eagle._sync.calls`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
 from ..config import Config
-from ..core.calls import FAIL, SEND, SLEEP, WAIT, CallDriver, Step
+from ..core.calls import SLEEP, WAIT, CallDriver, Step
 from ..endpoints import Endpoint, parse_endpoints
-from ..errors import EagleRpcError
 from ..shell.base import ChannelBase
 from ..shell.forking import generation
-from ..shell.outcomes import InFlight, final_error, report_failure
 from ..shell.subchannels import RETIRE_GRACE, MethodHandle, SubChannel
-from .hedging import hedged_call
+from .calls import StreamCall, UnaryCall
+from .connectivity import ConnectivityWatcher
 from .prober import Prober
-from .streams import SyncStream
+from .timers import Timers
 
-__all__ = ["Channel", "insecure_channel", "secure_channel"]
+__all__ = ["Channel", "MultiCallable", "insecure_channel", "secure_channel"]
 
 log = logging.getLogger("eagle.channel")
 
-_monotonic = time.monotonic
+#: what grpc raises for a blocking unary call on a closed channel, and for the others
+_CLOSED_BLOCKING = "Cannot invoke RPC on closed channel!"
+_CLOSED = "Cannot invoke RPC: Channel closed!"
 
 
 class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
@@ -44,29 +47,36 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
         self,
         endpoints: str | Sequence[str],
         credentials: grpc.ChannelCredentials | None = None,
-        config: Config | dict[str, Any] | str | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+        compression: grpc.Compression | None = None,
         *,
-        options: Sequence[tuple[str, Any]] = (),
+        config: Config | dict[str, Any] | str | None = None,
         authorities: dict[str, str] | None = None,
         _start: bool = True,
     ) -> None:
-        self._setup(endpoints, credentials, config, options, authorities)
+        self._setup(endpoints, credentials, config, options or (), authorities, compression)
         self._lock = threading.Lock()
         self._cond = threading.Condition()
         self._connectivity_subs: list[Callable[[grpc.ChannelConnectivity], None]] = []
+        self._waiters: list[Callable[[], None]] = []
+        self._timers = Timers()
         self._pool.add(self._endpoints)
         self._prober = Prober(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
+        self._watcher = ConnectivityWatcher(self._balancer, self._subs, self._timers)
         if _start:
             self._prober.start()
+            self._watcher.start()
 
     # ------------------------------------------------------------- sub-channels
     def _make_sub(self, ep: Endpoint) -> SubChannel[grpc.Channel]:
         opts = self._sub_options(ep)
         if self._credentials is None:
-            ch = grpc.insecure_channel(ep.target, options=opts)
+            ch = grpc.insecure_channel(ep.target, options=opts, compression=self._compression)
         else:
-            ch = grpc.secure_channel(ep.target, self._credentials, options=opts)
+            ch = grpc.secure_channel(
+                ep.target, self._credentials, options=opts, compression=self._compression
+            )
         return SubChannel(ep, ch)
 
     def update_endpoints(self, endpoints: str | Sequence[str]) -> None:
@@ -83,9 +93,7 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
             for stream in self._streams.to_abort_all(sub.key):
                 stream.abort(f"eagle: member {sub.key} was removed")
             # calls already placed on it may finish; close it after a grace period
-            timer = threading.Timer(RETIRE_GRACE, self._close_retired, (sub,))
-            timer.daemon = True
-            timer.start()
+            self._timers.call_later(RETIRE_GRACE, functools.partial(self._close_retired, sub))
 
     def _close_retired(self, sub: SubChannel[grpc.Channel]) -> None:
         with self._lock:
@@ -93,9 +101,14 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
                 return
         sub.channel.close()
 
+    # ------------------------------------------------------------ waiting
     def _changed(self) -> None:
         with self._cond:
             self._cond.notify_all()
+            waiters = self._waiters
+            self._waiters = []
+        for fn in waiters:
+            self._timers.call_later(0.0, fn)
         if self._connectivity_subs:
             state = self._connectivity()
             for cb in list(self._connectivity_subs):
@@ -107,7 +120,35 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
     def wait_for_change(self, version: int, timeout: float | None) -> bool:
         """Block until the table's version differs from ``version`` or ``timeout`` passes."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._balancer.version != version, timeout)
+            return self._cond.wait_for(
+                lambda: self._balancer.version != version or self._closed, timeout
+            )
+
+    def _pause(self, step: Step) -> None:
+        """Carry out a SLEEP or WAIT step in the calling thread."""
+        if step.kind is SLEEP:
+            time.sleep(step.delay)
+        elif step.kind is WAIT:
+            self.wait_for_change(step.version, step.delay)
+
+    def _later(self, step: Step, fn: Callable[[], None]) -> None:
+        """Carry out a SLEEP or WAIT step without blocking: run ``fn`` when it is over."""
+        if step.kind is WAIT:
+            fired = threading.Event()
+
+            def once() -> None:
+                if not fired.is_set():
+                    fired.set()
+                    fn()
+
+            with self._cond:
+                if self._balancer.version != step.version:
+                    self._timers.call_later(0.0, fn)
+                    return
+                self._waiters.append(once)
+            self._timers.call_later(step.delay, once)
+        else:
+            self._timers.call_later(step.delay, fn)
 
     # --------------------------------------------------------- grpc.Channel API
     def subscribe(
@@ -123,7 +164,8 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
             self._connectivity_subs.remove(callback)
 
     def close(self) -> None:
-        """Stop probing and close every sub-channel. Idempotent and thread-safe."""
+        """Stop probing and close every sub-channel (calls in flight end with CANCELLED,
+        as grpc's do). Idempotent and thread-safe."""
         with self._lock:
             if self._closed:
                 return
@@ -132,10 +174,16 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
         if self._generation != generation():
             return  # forked child: grpc state and the prober thread belong to the parent
         self._prober.stop()
+        self._watcher.stop()
         for sub in subs:
             sub.channel.close()
         with self._cond:
             self._cond.notify_all()
+            waiters = self._waiters
+            self._waiters = []
+        for fn in waiters:
+            fn()
+        self._timers.stop()
 
     def __enter__(self) -> Channel:
         return self
@@ -152,33 +200,32 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
 
     # ------------------------------------------------------------ call helpers
     def _driver(
-        self, method: str, timeout: float | None, wait: bool | None, streaming: bool = False
+        self, method: str, timeout: float | None, wait: bool | None, message: str, streaming: bool
     ) -> CallDriver:
         self._check_forked()
         if self._closed:
-            raise EagleRpcError(grpc.StatusCode.CANCELLED, "eagle: channel is closed")
+            raise ValueError(message)
         return CallDriver(self._balancer, method, timeout, wait, streaming=streaming)
 
-    def _pause(self, step: Step) -> None:
-        """Carry out a SLEEP or WAIT step, or raise for a FAIL step."""
-        if step.kind is SLEEP:
-            time.sleep(step.delay)
-        elif step.kind is WAIT:
-            if self._closed:
-                raise EagleRpcError(grpc.StatusCode.CANCELLED, "eagle: channel is closed")
-            self.wait_for_change(step.version, step.delay)
-        else:
-            raise EagleRpcError(grpc.StatusCode[step.code], step.details)
+
+class MultiCallable(MethodHandle):
+    """Base of the sync channel's multicallables."""
+
+    __slots__ = ()
+
+    @property
+    def _serializer(self) -> Callable[[Any], bytes] | None:
+        ser: Callable[[Any], bytes] | None = self._mkey[2]
+        return ser
 
 
-_MultiCallable = MethodHandle
+class _UnaryResponse(MultiCallable):
+    """Calls with one response (unary-unary, stream-unary)."""
 
+    __slots__ = ()
+    _request_stream = False
 
-class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
-    """Unary-unary calls: each attempt goes to a picked member; failures are retried on
-    another member when that is safe (see the retry section of the README)."""
-
-    def _blocking(
+    def _call(
         self,
         request: Any,
         timeout: float | None,
@@ -186,91 +233,22 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
         credentials: Any,
         wait_for_ready: bool | None,
         compression: Any,
-        with_call: bool,
-    ) -> Any:
-        ch = self._ch
-        drv = ch._driver(self._method, timeout, wait_for_ready)
-        hedge = drv.hedge_delay()
-        if hedge is not None:
-            return hedged_call(
-                self,
-                drv,
-                hedge,
-                request,
-                metadata,
-                credentials,
-                wait_for_ready,
-                compression,
-                with_call,
-            )
-        rescue = drv.plan.idempotent  # abandon stuck attempts when their member goes
-        while True:
-            step = drv.next_step()
-            if step.kind is not SEND:
-                ch._pause(step)
-                continue
-            mc = self._mc(step.endpoint)
-            if rescue:
-                return_call, result = self._rescuable(
-                    ch, drv, step, mc, request, metadata, credentials, wait_for_ready, compression
-                )
-                if return_call is None:
-                    continue  # abandoned: try again elsewhere
-                return (result, return_call) if with_call else result
-            try:
-                if with_call:
-                    result = mc.with_call(
-                        request, step.timeout, metadata, credentials, wait_for_ready, compression
-                    )
-                else:
-                    result = mc(
-                        request, step.timeout, metadata, credentials, wait_for_ready, compression
-                    )
-            except grpc.RpcError as err:
-                if report_failure(drv, err):
-                    continue
-                final = final_error(drv, err)
-                if final is err:
-                    raise
-                raise final from err
-            drv.succeeded()
-            return result
-
-    @staticmethod
-    def _rescuable(
-        ch: Channel,
-        drv: CallDriver,
-        step: Step,
-        mc: Any,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-    ) -> tuple[Any, Any]:
-        """One attempt of an idempotent call, as a future the watchdog can abandon.
-
-        Returns (call, response); (None, None) when the call should go on elsewhere."""
-        ep = step.endpoint
-        assert ep is not None
-        fut = mc.future(request, step.timeout, metadata, credentials, wait_for_ready, compression)
-        handle = InFlight(fut)
-        ch._streams.add_attempt(ep, handle)
-        try:
-            result = fut.result()
-        except grpc.FutureCancelledError:
-            reason = handle.reason or "eagle: attempt cancelled"
-            if drv.failed("UNAVAILABLE", reason):
-                return None, None
-            raise EagleRpcError(grpc.StatusCode.UNAVAILABLE, reason) from None
-        except grpc.RpcError as err:
-            if report_failure(drv, err):
-                return None, None
-            raise final_error(drv, err) from None
-        finally:
-            ch._streams.remove_attempt(ep, handle)
-        drv.succeeded()
-        return fut, result
+        closed_message: str,
+    ) -> UnaryCall:
+        ch: Channel = self._ch
+        drv = ch._driver(
+            self._method, timeout, wait_for_ready, closed_message, self._request_stream
+        )
+        return UnaryCall(
+            self,
+            drv,
+            request,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+            self._request_stream,
+        )
 
     def __call__(
         self,
@@ -282,9 +260,10 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
         compression: Any = None,
     ) -> Any:
         """Send the call and block until its response (or raise ``grpc.RpcError``)."""
-        return self._blocking(
-            request, timeout, metadata, credentials, wait_for_ready, compression, False
+        call = self._call(
+            request, timeout, metadata, credentials, wait_for_ready, compression, _CLOSED_BLOCKING
         )
+        return call.blocking(False)
 
     def with_call(
         self,
@@ -295,10 +274,12 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
         wait_for_ready: bool | None = None,
         compression: Any = None,
     ) -> tuple[Any, grpc.Call]:
-        """Like ``__call__`` but also return the ``grpc.Call`` of the attempt that answered."""
-        result: tuple[Any, grpc.Call] = self._blocking(
-            request, timeout, metadata, credentials, wait_for_ready, compression, True
+        """Like ``__call__`` but also return grpc's ``grpc.Call`` of the attempt that
+        answered."""
+        call = self._call(
+            request, timeout, metadata, credentials, wait_for_ready, compression, _CLOSED_BLOCKING
         )
+        result: tuple[Any, grpc.Call] = call.blocking(True)
         return result
 
     def future(
@@ -309,193 +290,20 @@ class UnaryUnary(_MultiCallable, grpc.UnaryUnaryMultiCallable):  # type: ignore[
         credentials: Any = None,
         wait_for_ready: bool | None = None,
         compression: Any = None,
-    ) -> UnaryFuture:
-        """Start the call without blocking; returns a ``grpc.Future`` that is a ``grpc.Call``."""
-        fut = UnaryFuture(
-            self, request, timeout, metadata, credentials, wait_for_ready, compression
+    ) -> UnaryCall:
+        """Start the call without blocking; returns a ``grpc.Future`` that is also a
+        ``grpc.Call``."""
+        call = self._call(
+            request, timeout, metadata, credentials, wait_for_ready, compression, _CLOSED
         )
-        fut._start()
-        return fut
+        return call.start()
 
 
-class UnaryFuture(grpc.Future, grpc.Call):  # type: ignore[misc]
-    """The future of a unary call that may take several attempts."""
+class _StreamResponse(MultiCallable):
+    """Calls with a response stream (unary-stream, stream-stream)."""
 
-    def __init__(
-        self,
-        owner: UnaryUnary,
-        request: Any,
-        timeout: float | None,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-    ) -> None:
-        self._owner = owner
-        self._args = (request, metadata, credentials, wait_for_ready, compression)
-        self._drv = owner._ch._driver(owner._method, timeout, wait_for_ready)
-        self._cond = threading.Condition()
-        self._attempt: Any = None
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._done = False
-        self._cancelled = False
-        self._callbacks: list[Callable[[Any], None]] = []
-
-    # ---------------------------------------------------------------- attempts
-    def _start(self) -> None:
-        """Run the driver until an attempt is in flight (timers instead of sleeping)."""
-        step = self._drv.next_step()
-        if step.kind is SLEEP or step.kind is WAIT:
-            delay = step.delay
-            if step.kind is WAIT and self._owner._ch.closed:
-                self._finish(None, EagleRpcError(grpc.StatusCode.CANCELLED, "channel closed"))
-                return
-            timer = threading.Timer(delay, self._start)
-            timer.daemon = True
-            timer.start()
-            return
-        if step.kind is FAIL:
-            self._finish(None, EagleRpcError(grpc.StatusCode[step.code], step.details))
-            return
-        request, metadata, credentials, wait_for_ready, compression = self._args
-        with self._cond:
-            if self._cancelled:
-                return
-            self._attempt = self._owner._mc(step.endpoint).future(
-                request, step.timeout, metadata, credentials, wait_for_ready, compression
-            )
-        self._attempt.add_done_callback(self._on_attempt)
-
-    def _on_attempt(self, attempt: Any) -> None:
-        try:
-            result = attempt.result()
-        except grpc.RpcError as err:
-            if not self._cancelled and report_failure(self._drv, err):
-                self._start()
-            else:
-                self._finish(None, final_error(self._drv, err))
-            return
-        except grpc.FutureCancelledError as err:
-            self._finish(None, err)
-            return
-        self._drv.succeeded()
-        self._finish(result, None)
-
-    def _finish(self, result: Any, error: BaseException | None) -> None:
-        with self._cond:
-            if self._done:
-                return
-            self._result = result
-            self._error = error
-            self._done = True
-            self._cond.notify_all()
-            callbacks = list(self._callbacks)
-        for cb in callbacks:
-            try:
-                cb(self)
-            except Exception:
-                log.exception("future callback failed")
-
-    # ------------------------------------------------------------ grpc.Future
-    def cancel(self) -> bool:
-        """Cancel the call (and its attempt in flight)."""
-        with self._cond:
-            if self._done:
-                return False
-            self._cancelled = True
-            attempt = self._attempt
-        if attempt is not None:
-            attempt.cancel()
-        self._finish(None, grpc.FutureCancelledError())
-        return True
-
-    def cancelled(self) -> bool:
-        """True when the call was cancelled."""
-        return self._cancelled
-
-    def running(self) -> bool:
-        """True while the call is not done."""
-        return not self._done
-
-    def done(self) -> bool:
-        """True when the call finished (succeeded, failed or was cancelled)."""
-        return self._done
-
-    def _wait(self, timeout: float | None) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._done, timeout):
-                raise grpc.FutureTimeoutError()
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The response; raises the call's ``grpc.RpcError`` when it failed."""
-        self._wait(timeout)
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The call's error, or None."""
-        self._wait(timeout)
-        return self._error
-
-    def traceback(self, timeout: float | None = None) -> Any:
-        """The traceback of the call's error, or None."""
-        self._wait(timeout)
-        return None if self._error is None else self._error.__traceback__
-
-    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
-        """Call ``fn(self)`` when the call is done (at once if it already is)."""
-        with self._cond:
-            if not self._done:
-                self._callbacks.append(fn)
-                return
-        fn(self)
-
-    # -------------------------------------------------------------- grpc.Call
-    def _final(self) -> Any:
-        self._wait(None)
-        return self._error if isinstance(self._error, grpc.Call) else self._attempt
-
-    def initial_metadata(self) -> Any:
-        """Initial metadata of the attempt that answered."""
-        final = self._final()
-        return final.initial_metadata() if final is not None else ()
-
-    def trailing_metadata(self) -> Any:
-        """Trailing metadata of the attempt that answered."""
-        final = self._final()
-        return final.trailing_metadata() if final is not None else ()
-
-    def code(self) -> grpc.StatusCode:
-        """Status code of the call."""
-        if self._cancelled:
-            return grpc.StatusCode.CANCELLED
-        final = self._final()
-        return final.code() if final is not None else grpc.StatusCode.UNKNOWN
-
-    def details(self) -> str | None:
-        """Status details of the call."""
-        final = self._final()
-        return final.details() if final is not None else None
-
-    def is_active(self) -> bool:
-        """True while the call is in progress."""
-        return not self._done
-
-    def time_remaining(self) -> float | None:
-        """Seconds left before the call's deadline, or None without one."""
-        deadline = self._drv.deadline
-        return None if deadline is None else max(0.0, deadline - _monotonic())
-
-    def add_callback(self, callback: Callable[[], Any]) -> bool:
-        """Call ``callback()`` when the call terminates."""
-        self.add_done_callback(lambda _f: callback())
-        return True
-
-
-class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
-    """Server-streaming calls: retried only before the first response; watched while open."""
+    __slots__ = ()
+    _request_stream = False
 
     def __call__(
         self,
@@ -505,129 +313,51 @@ class UnaryStream(_MultiCallable, grpc.UnaryStreamMultiCallable):  # type: ignor
         credentials: Any = None,
         wait_for_ready: bool | None = None,
         compression: Any = None,
-    ) -> SyncStream:
-        """Open the stream; returns an iterator of responses that is also a ``grpc.Call``."""
-        stream = SyncStream(
-            self, request, False, timeout, metadata, credentials, wait_for_ready, compression
-        )
-        stream._start()
-        return stream
-
-
-class StreamStream(_MultiCallable, grpc.StreamStreamMultiCallable):  # type: ignore[misc]
-    """Bidi streams: placed on a picked member and watched while open."""
-
-    def __call__(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: Any = None,
-        wait_for_ready: bool | None = None,
-        compression: Any = None,
-    ) -> SyncStream:
-        """Open the stream; returns an iterator of responses that is also a ``grpc.Call``."""
-        stream = SyncStream(
+    ) -> StreamCall:
+        """Open the stream; returns an iterator of responses that is also a ``grpc.Call``
+        and a ``grpc.Future``."""
+        ch: Channel = self._ch
+        drv = ch._driver(self._method, timeout, wait_for_ready, _CLOSED, True)
+        call = StreamCall(
             self,
-            request_iterator,
-            True,
-            timeout,
+            drv,
+            request,
             metadata,
             credentials,
             wait_for_ready,
             compression,
+            self._request_stream,
         )
-        stream._start()
-        return stream
+        return call.start()
 
 
-class StreamUnary(_MultiCallable, grpc.StreamUnaryMultiCallable):  # type: ignore[misc]
-    """Client-streaming calls: placed on a picked member; never re-sent once the request
-    iterator was handed to grpc (its messages cannot be replayed)."""
+class UnaryUnary(_UnaryResponse, grpc.UnaryUnaryMultiCallable):  # type: ignore[misc]
+    """Unary-unary calls: each attempt goes to a picked member; failures are retried on
+    another member when that is safe (see the retry section of the README)."""
 
-    def _place(self, timeout: float | None, wait: bool | None) -> tuple[CallDriver, Step]:
-        drv = self._ch._driver(self._method, timeout, wait, streaming=True)
-        while True:
-            step = drv.next_step()
-            if step.kind is SEND:
-                return drv, step
-            self._ch._pause(step)
+    __slots__ = ()
 
-    @staticmethod
-    def _run(drv: CallDriver, fn: Callable[[], Any]) -> Any:
-        try:
-            result = fn()
-        except grpc.RpcError as err:
-            report_failure(drv, err, may_retry=False)
-            raise
-        drv.succeeded()
-        return result
 
-    def __call__(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: Any = None,
-        wait_for_ready: bool | None = None,
-        compression: Any = None,
-    ) -> Any:
-        """Send the request stream and block until the response."""
-        drv, step = self._place(timeout, wait_for_ready)
-        mc = self._mc(step.endpoint)
-        return self._run(
-            drv,
-            lambda: mc(
-                request_iterator, step.timeout, metadata, credentials, wait_for_ready, compression
-            ),
-        )
+class StreamUnary(_UnaryResponse, grpc.StreamUnaryMultiCallable):  # type: ignore[misc]
+    """Client-streaming calls: the request messages are kept (up to
+    ``retry.buffer_size``) so the call can be re-sent to another member."""
 
-    def with_call(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: Any = None,
-        wait_for_ready: bool | None = None,
-        compression: Any = None,
-    ) -> tuple[Any, grpc.Call]:
-        """Like ``__call__`` but also return the ``grpc.Call``."""
-        drv, step = self._place(timeout, wait_for_ready)
-        mc = self._mc(step.endpoint)
-        result: tuple[Any, grpc.Call] = self._run(
-            drv,
-            lambda: mc.with_call(
-                request_iterator, step.timeout, metadata, credentials, wait_for_ready, compression
-            ),
-        )
-        return result
+    __slots__ = ()
+    _request_stream = True
 
-    def future(
-        self,
-        request_iterator: Iterator[Any],
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: Any = None,
-        wait_for_ready: bool | None = None,
-        compression: Any = None,
-    ) -> Any:
-        """Start the call without blocking; returns grpc's own future for the attempt."""
-        drv, step = self._place(timeout, wait_for_ready)
-        fut = self._mc(step.endpoint).future(
-            request_iterator, step.timeout, metadata, credentials, wait_for_ready, compression
-        )
 
-        def report(f: Any) -> None:
-            code = f.code()
-            if code is grpc.StatusCode.OK:
-                drv.succeeded()
-            else:
-                drv.failed(
-                    code.name if code is not None else "UNKNOWN", f.details(), may_retry=False
-                )
+class UnaryStream(_StreamResponse, grpc.UnaryStreamMultiCallable):  # type: ignore[misc]
+    """Server-streaming calls: re-sent only before the first response; watched while open."""
 
-        fut.add_done_callback(report)
-        return fut
+    __slots__ = ()
+
+
+class StreamStream(_StreamResponse, grpc.StreamStreamMultiCallable):  # type: ignore[misc]
+    """Bidi streams: re-sent (replaying the request messages) only before the first
+    response; watched while open."""
+
+    __slots__ = ()
+    _request_stream = True
 
 
 Channel._kinds = {
@@ -639,33 +369,40 @@ Channel._kinds = {
 
 
 def insecure_channel(
-    endpoints: str | Sequence[str],
-    config: Config | dict[str, Any] | str | None = None,
+    target: str | Sequence[str],
+    options: Sequence[tuple[str, Any]] | None = None,
+    compression: grpc.Compression | None = None,
     *,
-    options: Sequence[tuple[str, Any]] = (),
+    config: Config | dict[str, Any] | str | None = None,
 ) -> Channel:
-    """A plaintext :class:`Channel` over ``endpoints`` (``"a:1,b:2"`` or a sequence).
+    """A plaintext :class:`Channel` over the members in ``target`` (``"a:1,b:2"`` or a
+    sequence of endpoints), with grpc's own signature.
 
-    ``config`` is an :class:`eagle.Config`, a dict with the same keys, or a path to a
+    ``options`` are grpc channel options and ``compression`` the default compression, as
+    for ``grpc.insecure_channel``; both apply to every member's sub-channel. ``config``
+    is an :class:`eagle.Config`, a dict with the same keys, or a path to a
     ``.json``/``.toml`` file; None reads ``EAGLE_CONFIG`` or uses the defaults.
-    ``options`` are extra grpc channel options for every sub-channel.
     """
-    return Channel(endpoints, None, config, options=options)
+    return Channel(target, None, options, compression, config=config)
 
 
 def secure_channel(
-    endpoints: str | Sequence[str],
+    target: str | Sequence[str],
     credentials: grpc.ChannelCredentials,
-    config: Config | dict[str, Any] | str | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+    compression: grpc.Compression | None = None,
     *,
-    options: Sequence[tuple[str, Any]] = (),
+    config: Config | dict[str, Any] | str | None = None,
     authorities: dict[str, str] | None = None,
 ) -> Channel:
-    """A TLS :class:`Channel`; probes use the same credentials as calls.
+    """A TLS :class:`Channel`, with grpc's own signature; probes use the same credentials
+    as calls.
 
     ``authorities`` maps an endpoint to the TLS host name to verify (for members
     addressed by IP): it sets ``grpc.ssl_target_name_override`` on that sub-channel.
     """
     if credentials is None:
         raise ValueError("secure_channel: credentials must not be None")
-    return Channel(endpoints, credentials, config, options=options, authorities=authorities)
+    return Channel(
+        target, credentials, options, compression, config=config, authorities=authorities
+    )

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from ..errors import AioEagleRpcError as EagleRpcError
 from .channel import Channel, insecure_channel, secure_channel
 
-__all__ = ["Channel", "insecure_channel", "secure_channel"]
+__all__ = ["Channel", "EagleRpcError", "insecure_channel", "secure_channel"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..endpoints import Endpoint
+from .calls import AttemptFailure
 from .health import HealthRecord, ProbeOutcome
 from .membership import MemberView, Verdict, check_view, judge_views, judging_config
 from .observers import Observer, ObserverSet
@@ -33,7 +34,7 @@ from .pickers import (
     candidates_for,
     get_picker,
 )
-from .retry import AttemptPlan, RetryBudget, is_idempotent
+from .retry import AttemptPlan, Delivery, GiveUp, RetryBudget, is_idempotent
 from .status import EndpointStatus, State, StatusSnapshot, Transition
 
 __all__ = ["Balancer", "Stats"]
@@ -47,9 +48,6 @@ FIRST_PROBE_TIMEOUT = 1.0
 _NO_LEADER = "no leader"
 
 Listener = Callable[[Transition], None]
-
-#: the reason :class:`~eagle.core.retry.AttemptPlan` gives when the retry budget is spent
-_BUDGET_REASON = "retry budget exhausted"
 
 
 @dataclass
@@ -67,6 +65,7 @@ class Stats:
 
 class _Member:
     __slots__ = (
+        "due",
         "health",
         "key",
         "probes_sent",
@@ -83,6 +82,7 @@ class _Member:
         self.health = health
         self.state = State.UNKNOWN
         self.since = now
+        self.due = 0.0  # when the next probe is due (the live entry of the probe heap)
         self.probing = 0  # probes in flight
         self.probes_sent = 0
         self.view: MemberView | None = None
@@ -273,8 +273,37 @@ class Balancer:
 
     # ------------------------------------------------------------------- probes
     def _schedule(self, key: str, at: float) -> None:
+        """Plan the next probe of ``key`` at ``at`` (an earlier plan is dropped)."""
+        m = self._members.get(key)
+        if m is None:
+            return
+        m.due = at
         self._seq += 1
         heapq.heappush(self._due, (at, self._seq, key))
+
+    def _live_top(self) -> tuple[float, int, str] | None:
+        """The earliest live entry of the probe heap (stale ones are dropped)."""
+        due = self._due
+        while due:
+            at, _, key = due[0]
+            m = self._members.get(key)
+            if m is not None and m.due == at:
+                return due[0]
+            heapq.heappop(due)
+        return None
+
+    def next_probe_at(self) -> float | None:
+        """When the next probe is due on the balancer's clock (None: no member)."""
+        with self._lock:
+            top = self._live_top()
+            return None if top is None else top[0]
+
+    def probe_soon(self, key: str) -> None:
+        """Probe ``key`` at once rather than at its planned time."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is not None and m.due > self.clock():
+                self._schedule(key, self.clock())
 
     def due_probes(self, now: float) -> list[str]:
         """Members whose probe is due at ``now`` (counted as in flight).
@@ -290,11 +319,12 @@ class Balancer:
         out: list[str] = []
         with self._lock:
             due = self._due
-            while due and due[0][0] <= now:
+            while True:
+                top = self._live_top()
+                if top is None or top[0] > now:
+                    break
                 at, _, key = heapq.heappop(due)
-                m = self._members.get(key)
-                if m is None:
-                    continue  # removed member
+                m = self._members[key]
                 if m.probes_sent == 0:
                     nxt = at + h.interval * (0.5 + self.rng.random())
                 else:
@@ -480,7 +510,8 @@ class Balancer:
 
     def done(self, endpoint: str, code: str, latency: float, details: str | None = None) -> None:
         """Report the outcome of one attempt (``code`` is the status name, "OK" on success;
-        ``details`` the error details, if any)."""
+        ``details`` the error details, if any). Failures are better reported with
+        :meth:`attempt_failed`, which also knows how far the attempt got."""
         picker = self._picker
         if picker is not None:
             if self._track_load:
@@ -508,6 +539,61 @@ class Balancer:
                     self._refresh(m, now, out, ej.reason)
         self._fire(out)
 
+    def release(self, endpoint: str, latency: float | None = None) -> None:
+        """An attempt picked on ``endpoint`` ended without a verdict on the member (the
+        application cancelled it, or it was never sent): only the load accounting."""
+        if self._track_load and self._picker is not None:
+            self.load.finish(endpoint, latency if latency is not None else 0.0)
+
+    def attempt_failed(
+        self, endpoint: str, failure: AttemptFailure, delivery: Delivery, latency: float
+    ) -> None:
+        """Report a failed attempt on ``endpoint``.
+
+        A lost or refused connection (nothing sent, or UNAVAILABLE with no answer from
+        the server) is a health signal: the member is UNREACHABLE at once, until a probe
+        succeeds again. An answer that says the member has no leader is a membership
+        signal. Everything else feeds the outlier detector.
+        """
+        code = failure.code
+        if failure.abandoned:
+            self.release(endpoint, latency)  # eagle gave up on it: its member already left
+            return
+        if delivery is Delivery.NOT_SENT or (
+            delivery is Delivery.UNANSWERED and code == "UNAVAILABLE"
+        ):
+            self.release(endpoint, latency)
+            self.connection_failed(endpoint, f"call failed: {failure.details or code}")
+            return
+        self.done(endpoint, code, latency, failure.details)
+
+    def connection_failed(self, endpoint: str, error: str) -> None:
+        """The connection to ``endpoint`` failed or was lost (a call could not be sent, or
+        grpc reports the sub-channel in TRANSIENT_FAILURE): UNREACHABLE at once, back
+        after the next successful probe."""
+        now = self.clock()
+        out: list[Transition] = []
+        with self._lock:
+            m = self._members.get(endpoint)
+            if m is None or m.health.state is State.UNREACHABLE:
+                return
+            m.health.force_down(error, now)
+            self._refresh(m, now, out)
+        log.warning("member %s: %s", endpoint, error)
+        self._fire(out)
+
+    def on_connectivity(self, endpoint: str, state: str) -> None:
+        """Fold in a sub-channel's grpc connectivity state (``ChannelConnectivity`` name).
+
+        TRANSIENT_FAILURE and SHUTDOWN take the member out at once; IDLE after READY
+        means the connection dropped, so the member is probed at once (the probe also
+        reconnects) instead of waiting for its turn.
+        """
+        if state in ("TRANSIENT_FAILURE", "SHUTDOWN"):
+            self.connection_failed(endpoint, f"connectivity: {state}")
+        elif state == "IDLE":
+            self.probe_soon(endpoint)
+
     def _note_no_leader(self, endpoint: str, details: str) -> None:
         now = self.clock()
         out: list[Transition] = []
@@ -533,15 +619,15 @@ class Balancer:
         endpoint: str | None = None,
         method: str = "",
         code: str = "",
-        reason: str = "",
+        give_up: GiveUp | None = None,
     ) -> None:
         """Count a retry decision for stats (and observers): ``allowed`` with the failed
-        attempt's ``endpoint``, ``method`` and ``code``, and the decision's ``reason``."""
+        attempt's ``endpoint``, ``method`` and ``code``, and why it was refused."""
         if allowed:
             self.stats.retries += 1
             if endpoint is not None and self.observers.retry:
                 self.observers.emit_retry(endpoint, method, code)
-        elif reason == _BUDGET_REASON:
+        elif give_up is GiveUp.BUDGET:
             self.stats.budget_refusals += 1
             if endpoint is not None and self.observers.budget_refusal:
                 self.observers.emit_budget_refusal(endpoint, method, code)

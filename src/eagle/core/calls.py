@@ -1,33 +1,52 @@
 """The life of one call as a sans-IO state machine (the httpcore pattern).
 
-Both shells drive every call with the same loop::
+Each shell has exactly one attempt loop, used by every call kind and by hedging::
 
     drv = CallDriver(balancer, method, timeout, wait_for_ready)
     while True:
         step = drv.next_step()
-        if step.kind is SEND:     send to step.endpoint with deadline step.timeout
-                                  -> drv.succeeded() and return, or
-                                  -> drv.failed(code, details, trailing): True = loop again
-        elif step.kind is SLEEP:  sleep step.delay
-        elif step.kind is WAIT:   wait for the status table to change (up to step.delay)
-        else:                     raise an error with step.code and step.details
+        SEND  -> start an attempt on step.endpoint with deadline step.timeout, then
+                 drv.succeeded()                        -> the call is done, or
+                 drv.failed(AttemptFailure(...)).retry  -> loop again, else the call
+                                                           ends with the attempt's error
+        SLEEP -> sleep step.delay
+        WAIT  -> wait for the status table to change (at most step.delay)
+        FAIL  -> end with eagle's own error (step.code, step.details, step.give_up)
 
-so picking, retry and deadline logic exist once, here.
+Every decision (which member, whether to retry, whether the outcome is unknown) is made
+here and comes back typed (:class:`~eagle.core.retry.GiveUp`,
+:class:`~eagle.core.retry.Delivery`); time comes only from the balancer's clock.
+What eagle learned about a call is summed up in a :class:`CallReport`.
 """
 
 from __future__ import annotations
 
 import enum
-import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .health import never_reached
-from .retry import pushback_from
+from .rejections import known_unapplied
+from .retry import Delivery, GiveUp, pushback_from
 
 if TYPE_CHECKING:
     from .balancer import Balancer
 
-__all__ = ["FAIL", "SEND", "SLEEP", "WAIT", "CallDriver", "HedgeRound", "Step", "StepKind"]
+__all__ = [
+    "FAIL",
+    "SEND",
+    "SLEEP",
+    "WAIT",
+    "AttemptFailure",
+    "AttemptRecord",
+    "CallDriver",
+    "CallReport",
+    "Decision",
+    "Delivery",
+    "GiveUp",
+    "HedgeRound",
+    "Step",
+    "StepKind",
+]
 
 _EMPTY: frozenset[str] = frozenset()
 
@@ -44,7 +63,7 @@ class StepKind(enum.Enum):
 class Step:
     """One instruction to the shell."""
 
-    __slots__ = ("code", "delay", "details", "endpoint", "kind", "timeout", "version")
+    __slots__ = ("code", "delay", "details", "endpoint", "give_up", "kind", "timeout", "version")
 
     def __init__(
         self,
@@ -55,6 +74,7 @@ class Step:
         code: str = "",
         details: str = "",
         version: int = 0,
+        give_up: GiveUp | None = None,
     ) -> None:
         self.kind = kind
         self.endpoint = endpoint
@@ -63,6 +83,7 @@ class Step:
         self.code = code
         self.details = details
         self.version = version
+        self.give_up = give_up
 
 
 SEND = StepKind.SEND
@@ -70,11 +91,79 @@ SLEEP = StepKind.SLEEP
 WAIT = StepKind.WAIT
 FAIL = StepKind.FAIL
 
-#: codes that do not prove a server rejected the call (it may have been applied)
-OUTCOME_UNKNOWN_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "UNKNOWN", "INTERNAL"})
-
 #: how long one WAIT step lasts at most before the shell asks again
 WAIT_SLICE = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    """A failed attempt as the shell saw it: grpc's status code name and details, how far
+    the attempt got (:class:`Delivery`), the trailing metadata (for pushback), and whether
+    eagle abandoned it because its member left rotation (no verdict on the member)."""
+
+    code: str
+    details: str | None
+    delivery: Delivery
+    trailing: object = None
+    abandoned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the core decided after a failed attempt.
+
+    ``retry``: another attempt follows (after the SLEEP step :meth:`CallDriver.next_step`
+    gives). Otherwise the call ends with the attempt's error; ``give_up`` says why it was
+    not retried and ``outcome_unknown`` whether the request may have been applied.
+    """
+
+    retry: bool
+    give_up: GiveUp | None = None
+    outcome_unknown: bool = False
+
+
+_RETRY = Decision(True)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of a call: the member, the outcome's code ("OK" on success) and how far
+    it got (None for a success)."""
+
+    endpoint: str
+    code: str
+    delivery: Delivery | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallReport:
+    """What eagle knows about a finished call, on top of what grpc shows.
+
+    Read it with :func:`eagle.call_info` from an error, a future or a call object.
+
+    Attributes:
+        method: the full method name.
+        endpoint: the member of the last attempt (None when no attempt was made).
+        attempts: every attempt, in order.
+        outcome_unknown: True when the call failed after its request may have reached a
+            server and no status came back (a connection lost mid-call, a deadline that
+            expired without an answer): it may or may not have been applied.
+        give_up: why the call was not tried again (None when it succeeded).
+        local: True when the error was made by eagle itself (no member could serve the
+            call, the channel was closed) rather than by an attempt.
+    """
+
+    method: str
+    endpoint: str | None
+    attempts: tuple[AttemptRecord, ...]
+    outcome_unknown: bool = False
+    give_up: GiveUp | None = None
+    local: bool = False
+
+    @property
+    def reason(self) -> str:
+        """Why the call was not tried again, in words ("" when it succeeded)."""
+        return "" if self.give_up is None else self.give_up.value
 
 
 class CallDriver:
@@ -82,13 +171,17 @@ class CallDriver:
 
     __slots__ = (
         "_bal",
+        "_clock",
         "_delay",
+        "_give_up",
+        "_local",
         "_method",
+        "_records",
+        "_unknown",
         "_wait",
         "endpoint",
         "plan",
         "started",
-        "unknown_outcome",
     )
 
     def __init__(
@@ -97,34 +190,50 @@ class CallDriver:
         method: str,
         timeout: float | None,
         wait_for_ready: bool | None,
-        now: float | None = None,
         streaming: bool = False,
     ) -> None:
         self._bal = balancer
+        self._clock = balancer.clock
         self._method = method
         self._wait = bool(wait_for_ready)
-        deadline = None if timeout is None else (time.monotonic() if now is None else now) + timeout
+        deadline = None if timeout is None else self._clock() + timeout
         self.plan = balancer.plan(method, deadline, streaming)
         self._delay = 0.0
         self.endpoint: str | None = None
         self.started = 0.0
-        #: set when the call failed after it may have reached a server and was not retried
-        self.unknown_outcome: str | None = None
+        self._records: list[AttemptRecord] | None = None
+        self._give_up: GiveUp | None = None
+        self._unknown = False
+        self._local = False
+
+    @property
+    def method(self) -> str:
+        """The call's full method name."""
+        return self._method
 
     @property
     def deadline(self) -> float | None:
-        """The call's deadline on the monotonic clock, or None."""
+        """The call's deadline on the balancer's clock, or None."""
         return self.plan.deadline
 
-    def next_step(self, now: float | None = None) -> Step:
-        """What to do next: SEND, SLEEP, WAIT or FAIL."""
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None without one."""
+        deadline = self.plan.deadline
+        return None if deadline is None else max(0.0, deadline - self._clock())
+
+    def next_step(self) -> Step:
+        """What to do next: SEND, SLEEP, WAIT or FAIL.
+
+        A call made with time left always gets at least one real attempt: the first
+        attempt is sent even when little or no time is left (grpc then ends it with its
+        own DEADLINE_EXCEEDED), later ones only with time left.
+        """
         if self._delay > 0.0:
             d = self._delay
             self._delay = 0.0
             return Step(SLEEP, delay=d)
         plan = self.plan
-        if now is None:
-            now = time.monotonic()
+        now = self._clock()
         ep = self._bal.pick(self._method, plan.tried or _EMPTY)
         deadline = plan.deadline
         if ep is None:
@@ -136,21 +245,20 @@ class CallDriver:
                         delay=WAIT_SLICE if left is None else min(left, WAIT_SLICE),
                         version=self._bal.version,
                     )
-                return Step(
-                    FAIL,
-                    code="DEADLINE_EXCEEDED",
-                    details="eagle: deadline passed waiting for a member: "
-                    + self._bal.snapshot().describe(),
+                return self._fail(
+                    "DEADLINE_EXCEEDED",
+                    "Deadline Exceeded (eagle: no member became available: "
+                    + self._bal.snapshot().describe()
+                    + ")",
+                    GiveUp.DEADLINE,
                 )
-            return Step(FAIL, code="UNAVAILABLE", details=self._bal.describe_unavailable())
+            return self._fail("UNAVAILABLE", self._bal.describe_unavailable(), GiveUp.NO_MEMBER)
         timeout = None
         if deadline is not None or plan.per_try is not None:
             timeout = plan.attempt_timeout(now)
-            if timeout is not None and timeout <= 0:
-                return Step(
-                    FAIL,
-                    code="DEADLINE_EXCEEDED",
-                    details=f"eagle: deadline exceeded after {plan.attempts} attempt(s)",
+            if timeout is not None and timeout <= 0 and plan.attempts > 0:
+                return self._fail(
+                    "DEADLINE_EXCEEDED", "Deadline Exceeded", GiveUp.NO_TIME_LEFT, release=ep
                 )
         plan.begin(ep)
         self._bal.stats.attempts += 1
@@ -158,48 +266,72 @@ class CallDriver:
         self.started = now
         return Step(SEND, ep, timeout)
 
-    def hedge_delay(self) -> float | None:
-        """The hedging delay for this call, or None when it must not be hedged (hedging off,
-        or the method is not declared idempotent)."""
-        delay = self._bal.config.hedging.delay
-        return delay if delay is not None and self.plan.idempotent else None
+    def _fail(self, code: str, details: str, give_up: GiveUp, release: str | None = None) -> Step:
+        if release is not None:
+            self._bal.release(release)
+        self._give_up = give_up
+        self._local = True
+        return Step(FAIL, code=code, details=details, give_up=give_up)
 
-    def hedge_step(self, now: float | None = None) -> Step | None:
-        """A SEND step for a hedged attempt on another member, or None when no more hedges
-        are allowed (``hedging.max_attempts``, the retry budget, no other member, or no time
-        left)."""
-        plan = self.plan
-        if plan.attempts >= min(self._bal.config.hedging.max_attempts, plan.max_attempts):
-            return None
-        if now is None:
-            now = time.monotonic()
-        ep = self._bal.pick(self._method, plan.tried)
-        if ep is None or ep in plan.tried:
-            return None
-        timeout = plan.attempt_timeout(now)
-        if timeout is not None and timeout <= 0:
-            return None
-        if not plan.budget.try_withdraw():
-            return None
-        plan.begin(ep)
-        self._bal.stats.attempts += 1
-        self._bal.note_retry(True, ep, self._method, "HEDGE", "hedged attempt")
-        return Step(SEND, ep, timeout)
+    # ------------------------------------------------------------------ outcomes
+    def _record(self, endpoint: str, code: str, delivery: Delivery | None) -> None:
+        records = self._records
+        if records is None:
+            records = self._records = []
+        records.append(AttemptRecord(endpoint, code, delivery))
 
-    def settle(self, endpoint: str, started: float, code: str, now: float | None = None) -> None:
-        """Report the outcome of one of several concurrent (hedged) attempts."""
-        self.endpoint = endpoint
-        self.started = started
-        if code == "OK":
-            self.succeeded(now)
-        elif code != "CANCELLED":
-            self._bal.done(endpoint, code, (time.monotonic() if now is None else now) - started)
-
-    def succeeded(self, now: float | None = None) -> None:
+    def succeeded(self) -> None:
         """Report that the attempt in flight succeeded."""
         ep = self.endpoint
         if ep is not None:
-            self._bal.done(ep, "OK", (time.monotonic() if now is None else now) - self.started)
+            if self._records is not None:
+                self._record(ep, "OK", None)
+            self._bal.done(ep, "OK", self._clock() - self.started)
+
+    def cancelled(self) -> None:
+        """Report that the application cancelled the call (its attempt in flight, if any,
+        was cancelled): not a failure of the member."""
+        ep = self.endpoint
+        self._give_up = GiveUp.CANCELLED
+        if ep is not None:
+            self._record(ep, "CANCELLED", None)
+            self._bal.release(ep, self._clock() - self.started)
+
+    def closed(self) -> None:
+        """Report that the call ended because the channel was closed."""
+        self._give_up = GiveUp.CLOSED
+        self._local = True
+        ep = self.endpoint
+        if ep is not None:
+            self._bal.release(ep, self._clock() - self.started)
+
+    def classify(self, failure: AttemptFailure) -> Delivery:
+        """The delivery the core judges ``failure`` by: an answer that proves the request
+        was rejected unapplied (see :mod:`eagle.core.rejections`) counts as REJECTED."""
+        if failure.delivery is Delivery.ANSWERED and known_unapplied(failure.code, failure.details):
+            return Delivery.REJECTED
+        return failure.delivery
+
+    def failed(self, failure: AttemptFailure, committed: bool = False) -> Decision:
+        """Report that the attempt in flight failed; the decision says whether the call
+        goes on. ``committed`` marks a call that must not be re-sent (a stream that has
+        delivered responses, a request stream whose replay buffer overflowed)."""
+        ep = self.endpoint
+        now = self._clock()
+        delivery = self.classify(failure)
+        if ep is not None:
+            self._record(ep, failure.code, delivery)
+            self._bal.attempt_failed(ep, failure, delivery, now - self.started)
+        pushback = pushback_from(failure.trailing) if failure.trailing else None
+        code = self._retry_code(failure.code, now)
+        rd = self.plan.on_failure(code, delivery, now, pushback, committed)
+        self._bal.note_retry(rd.retry, ep, self._method, failure.code, rd.give_up)
+        if rd.retry:
+            self._delay = rd.delay
+            return _RETRY
+        self._give_up = rd.give_up
+        self._unknown = delivery is Delivery.UNANSWERED
+        return Decision(False, rd.give_up, self._unknown)
 
     def _retry_code(self, code: str, now: float) -> str:
         """The code to judge a retry by. An attempt that used up its per-try timeout
@@ -215,39 +347,63 @@ class CallDriver:
             return "DEADLINE_EXCEEDED"
         return code
 
-    def failed(
-        self,
-        code: str,
-        details: str | None,
-        trailing: object = None,
-        now: float | None = None,
-        may_retry: bool = True,
-    ) -> bool:
-        """Report that the attempt in flight failed; True when the call should go on.
+    def report(self) -> CallReport:
+        """What eagle knows about the call so far (see :class:`CallReport`)."""
+        records = tuple(self._records or ())
+        if not records and self.endpoint is not None and self._give_up is None:
+            records = (AttemptRecord(self.endpoint, "OK", None),)
+        return CallReport(
+            method=self._method,
+            endpoint=self.endpoint,
+            attempts=records,
+            outcome_unknown=self._unknown,
+            give_up=self._give_up,
+            local=self._local,
+        )
 
-        ``may_retry`` False reports the failure without retrying (e.g. a stream that has
-        already delivered messages).
-        """
-        ep = self.endpoint
-        if now is None:
-            now = time.monotonic()
-        if ep is not None:
-            self._bal.done(ep, code, now - self.started, details)
-        if not may_retry:
-            return False
-        pushback = pushback_from(trailing) if trailing else None
-        reached = not never_reached(code, details)
-        decision = self.plan.on_failure(self._retry_code(code, now), reached, now, pushback)
-        self._bal.note_retry(decision.retry, ep, self._method, code, decision.reason)
-        if decision.retry:
-            self._delay = decision.delay
-            return True
-        if reached and not self.plan.idempotent and code in OUTCOME_UNKNOWN_CODES:
-            self.unknown_outcome = (
-                f"eagle: outcome unknown: the call may have been applied by {ep}; "
-                "not retried because its method is not declared idempotent"
-            )
-        return False
+    # ------------------------------------------------------------------ hedging
+    def hedge_delay(self) -> float | None:
+        """The hedging delay for this call, or None when it must not be hedged (hedging off,
+        or the method is not declared idempotent)."""
+        delay = self._bal.config.hedging.delay
+        return delay if delay is not None and self.plan.idempotent else None
+
+    def hedge_step(self) -> Step | None:
+        """A SEND step for a hedged attempt on another member, or None when no more hedges
+        are allowed (``hedging.max_attempts``, the retry budget, no other member, or no time
+        left)."""
+        plan = self.plan
+        if plan.attempts >= min(self._bal.config.hedging.max_attempts, plan.max_attempts):
+            return None
+        now = self._clock()
+        ep = self._bal.pick(self._method, plan.tried)
+        if ep is None:
+            return None
+        if ep in plan.tried:
+            self._bal.release(ep)
+            return None
+        timeout = plan.attempt_timeout(now)
+        if (timeout is not None and timeout <= 0) or not plan.budget.try_withdraw():
+            self._bal.release(ep)
+            return None
+        plan.begin(ep)
+        self._bal.stats.attempts += 1
+        self._bal.note_retry(True, ep, self._method, "HEDGE", None)
+        return Step(SEND, ep, timeout)
+
+    def settle(self, endpoint: str, started: float, failure: AttemptFailure | None) -> None:
+        """Report the outcome of one of several concurrent (hedged) attempts: None for a
+        success, else its failure (a cancelled loser is not a failure of its member)."""
+        self.endpoint = endpoint
+        self.started = started
+        if failure is None:
+            self.succeeded()
+        elif failure.code == "CANCELLED" and failure.delivery is not Delivery.ANSWERED:
+            self._bal.release(endpoint, self._clock() - started)
+        else:
+            delivery = self.classify(failure)
+            self._record(endpoint, failure.code, delivery)
+            self._bal.attempt_failed(endpoint, failure, delivery, self._clock() - started)
 
 
 class HedgeRound:
@@ -257,8 +413,8 @@ class HedgeRound:
     answer. When none came, :meth:`hedge` gives the next attempt to send (or None: no more
     hedges this round). Each answer is reported with :meth:`won` or :meth:`lost`; when
     every attempt of the round lost, :meth:`close_lost` reports all but the last to the
-    balancer and points the driver at the last, whose error the shell then hands to
-    ``CallDriver.failed`` to decide about a retry.
+    balancer and points the driver at the last, whose failure the shell then hands to
+    :meth:`CallDriver.failed` to decide about a retry.
     """
 
     __slots__ = ("_drv", "_lost", "can_hedge", "delay", "out")
@@ -268,7 +424,7 @@ class HedgeRound:
         self.delay = delay
         self.can_hedge = True
         self.out = 0
-        self._lost: list[tuple[str, float, str]] = []
+        self._lost: list[tuple[str, float, AttemptFailure]] = []
 
     def sent(self) -> None:
         """An attempt of this round is now in flight."""
@@ -287,16 +443,19 @@ class HedgeRound:
 
     def won(self, endpoint: str, started: float) -> None:
         """The attempt on ``endpoint`` answered first."""
-        self._drv.settle(endpoint, started, "OK")
+        self._drv.settle(endpoint, started, None)
 
-    def lost(self, endpoint: str, started: float, code: str) -> bool:
-        """The attempt on ``endpoint`` failed with ``code``; True when none is left out."""
+    def lost(self, endpoint: str, started: float, failure: AttemptFailure) -> bool:
+        """The attempt on ``endpoint`` failed; True when none of the round is left out."""
         self.out -= 1
-        self._lost.append((endpoint, started, code))
+        self._lost.append((endpoint, started, failure))
         return self.out <= 0
 
-    def close_lost(self) -> None:
-        """Every attempt failed: report all but the last; the driver now holds the last."""
-        for endpoint, started, code in self._lost[:-1]:
-            self._drv.settle(endpoint, started, code)
-        self._drv.endpoint, self._drv.started, _ = self._lost[-1]
+    def close_lost(self) -> AttemptFailure:
+        """Every attempt failed: report all but the last; the driver now holds the last,
+        whose failure is returned."""
+        for endpoint, started, failure in self._lost[:-1]:
+            self._drv.settle(endpoint, started, failure)
+        endpoint, started, failure = self._lost[-1]
+        self._drv.endpoint, self._drv.started = endpoint, started
+        return failure

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .status import State
 
-__all__ = ["HealthRecord", "ProbeOutcome", "ProbeResult", "classify_probe", "never_reached"]
+__all__ = ["HealthRecord", "ProbeOutcome", "ProbeResult", "classify_probe"]
 
 # grpc.health.v1 HealthCheckResponse.ServingStatus values
 _SERVING = 1
@@ -63,40 +63,18 @@ def classify_probe(
     return ProbeOutcome(ProbeResult.UNREACHABLE, latency, text)
 
 
-_NEVER_REACHED_MARKS = (
-    "failed to connect",
-    "connection refused",
-    "connect failed",
-    "name resolution",
-    "dns resolution",
-    "no such file or directory",  # unix socket gone
-    "channel is in state transient_failure",
-    "failed to pick subchannel",
-)
-
-
-def never_reached(code: str, details: str | None) -> bool:
-    """True when a failed attempt provably never reached a server (safe to re-send anywhere).
-
-    grpcio reports connection failures before any byte of the call was sent as
-    UNAVAILABLE with details such as ``failed to connect to all addresses``. Errors after
-    a connection existed (``Socket closed``, ``Connection reset``) may have reached it.
-    """
-    if code != "UNAVAILABLE" or not details:
-        return False
-    low = details.lower()
-    return any(mark in low for mark in _NEVER_REACHED_MARKS)
-
-
 class HealthRecord:
     """Mutable per-endpoint health state with flap damping.
 
     First success from UNKNOWN marks SERVING at once; later recoveries need
     ``healthy_threshold`` successes in a row. An explicit NOT_SERVING applies at once (the
-    server said so: drain). UNREACHABLE needs ``unhealthy_threshold`` misses in a row.
+    server said so: drain). UNREACHABLE needs ``unhealthy_threshold`` misses in a row, or
+    one connection failure (:meth:`force_down`), after which the first success is enough:
+    the connection works again.
     """
 
     __slots__ = (
+        "connection_down",
         "consecutive_failures",
         "consecutive_successes",
         "healthy_threshold",
@@ -116,6 +94,19 @@ class HealthRecord:
         self.last_probe: float | None = None
         self.last_latency: float | None = None
         self.last_error: str | None = None
+        self.connection_down = False
+
+    def force_down(self, error: str, now: float) -> State:
+        """The connection failed (refused, reset, grpc's TRANSIENT_FAILURE): UNREACHABLE at
+        once; the next successful probe brings the member back."""
+        self.state = State.UNREACHABLE
+        self.connection_down = True
+        self.consecutive_successes = 0
+        self.consecutive_failures = max(self.consecutive_failures, self.unhealthy_threshold)
+        # keep what the last failed probe said: it names the cause (e.g. refused)
+        previous = self.last_error
+        self.last_error = error if not previous or error in previous else f"{error}; {previous}"
+        return self.state
 
     def apply(self, outcome: ProbeOutcome, now: float) -> State:
         """Fold one probe outcome in and return the (possibly new) health state."""
@@ -125,10 +116,13 @@ class HealthRecord:
             self.consecutive_successes += 1
             self.consecutive_failures = 0
             if self.state is not State.SERVING and (
-                self.state is State.UNKNOWN or self.consecutive_successes >= self.healthy_threshold
+                self.state is State.UNKNOWN
+                or self.connection_down
+                or self.consecutive_successes >= self.healthy_threshold
             ):
                 self.state = State.SERVING
                 self.last_error = None
+            self.connection_down = False
             return self.state
         self.consecutive_successes = 0
         self.consecutive_failures += 1

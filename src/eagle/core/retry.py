@@ -6,6 +6,7 @@ and then wait and re-send themselves.
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from ..config import RetryBudgetConfig, RetryConfig
 
 __all__ = [
     "AttemptPlan",
+    "Delivery",
+    "GiveUp",
     "RetryBudget",
     "RetryDecision",
     "backoff_delay",
@@ -98,16 +101,60 @@ class RetryBudget:
         return False
 
 
+class Delivery(enum.Enum):
+    """How far a failed attempt got, as far as the client can tell.
+
+    The shells classify grpc's errors (see :mod:`eagle.shell.outcomes`); the core decides
+    from this alone.
+    """
+
+    #: provably never left the client (no connection): safe to re-send anywhere, for any
+    #: method (gRPC A6 calls such re-sends transparent retries)
+    NOT_SENT = "not sent"
+    #: the server answered with a status that proves the request was not applied (see
+    #: :mod:`eagle.core.rejections`): safe to re-send after a backoff, for any method
+    REJECTED = "rejected unapplied"
+    #: the server answered with this status: the outcome is known, whatever the code
+    ANSWERED = "answered"
+    #: the request may have reached the server and no status came back (connection lost
+    #: mid-call, a deadline that expired without an answer): the outcome is unknown
+    UNANSWERED = "unanswered"
+
+
+class GiveUp(enum.Enum):
+    """Why a failed call is not tried again (``CallReport.give_up``)."""
+
+    RETRIES_OFF = "retries are off (retry.mode off)"
+    LEFT_TO_GRPC = "retries are left to gRPC (retry.mode grpc)"
+    MAX_ATTEMPTS = "no attempts left (retry.max_attempts)"
+    NOT_RETRYABLE = "the status code is not in retry.retryable_codes"
+    NOT_IDEMPOTENT = "the method is not declared idempotent and the request may have been applied"
+    COMMITTED = "the call was committed (responses were delivered or the request buffer overflowed)"
+    NO_TIME_LEFT = "no time left before the deadline"
+    BUDGET = "the retry budget is spent"
+    PUSHBACK = "the server asked not to retry (grpc-retry-pushback-ms)"
+    CANCELLED = "cancelled by the application"
+    NO_MEMBER = "no member can serve the call"
+    DEADLINE = "the deadline passed before a member could be used"
+    CLOSED = "the channel is closed"
+
+
 @dataclass(frozen=True, slots=True)
 class RetryDecision:
-    """What to do after a failed attempt: retry after ``delay`` seconds, or give up."""
+    """What to do after a failed attempt: retry after ``delay`` seconds, or give up for
+    ``give_up``."""
 
     retry: bool
     delay: float = 0.0
-    reason: str = ""
+    give_up: GiveUp | None = None
+
+    @property
+    def reason(self) -> str:
+        """The reason in words ("" for a retry)."""
+        return "" if self.give_up is None else self.give_up.value
 
 
-_GIVE_UP_NO_TIME = RetryDecision(False, reason="no time left before the deadline")
+_GIVE_UP: dict[GiveUp, RetryDecision] = {g: RetryDecision(False, give_up=g) for g in GiveUp}
 
 
 class AttemptPlan:
@@ -169,46 +216,55 @@ class AttemptPlan:
     def on_failure(
         self,
         code: str,
-        reached: bool,
+        delivery: Delivery,
         now: float,
         pushback: str | None = None,
-        min_attempt_time: float = 0.0,
+        committed: bool = False,
     ) -> RetryDecision:
         """Decide whether to retry a failed attempt.
 
-        ``reached`` is False only when the attempt provably never reached a server; such
-        attempts are always safe to re-send. Others are retried only for idempotent methods
-        with a retryable code (a per-try timeout counts as retryable). Every retry takes a
-        token from the budget. A retry never starts when it could not finish by the call's
-        deadline (``min_attempt_time`` is the expected attempt latency).
+        * A committed call (a stream that delivered responses, a request stream whose
+          replay buffer overflowed) is never retried.
+        * :attr:`Delivery.NOT_SENT` attempts are re-sent at once, whatever the method and
+          ``retry.mode`` (gRPC A6 transparent retries).
+        * :attr:`Delivery.REJECTED` attempts (the server proved it did not apply them)
+          are re-sent after a backoff, whatever the method, unless retries are off.
+        * Others are retried only in ``retry.mode`` eagle, for idempotent methods with a
+          retryable code (a per-try timeout counts as retryable).
+
+        Every retry takes a token from the budget. A retry never starts when it could not
+        begin before the call's deadline.
         """
-        if self.cfg.mode == "off":
-            return RetryDecision(False, reason="retries are off")
+        if committed:
+            return _GIVE_UP[GiveUp.COMMITTED]
         if self.attempts >= self.max_attempts:
-            return RetryDecision(False, reason=f"gave up after {self.attempts} attempts")
-        if reached:
-            if self.cfg.mode == "grpc":
-                return RetryDecision(False, reason="retry.mode grpc: left to gRPC")
-            retryable = code in self.cfg.retryable_codes or self.per_try_expired(code, now)
-            if not retryable:
-                return RetryDecision(False, reason=f"{code} is not retryable")
-            if not self.idempotent:
-                return RetryDecision(False, reason="not idempotent and may have reached a server")
+            return _GIVE_UP[GiveUp.MAX_ATTEMPTS]
+        mode = self.cfg.mode
+        if delivery is not Delivery.NOT_SENT:
+            if mode == "off":
+                return _GIVE_UP[GiveUp.RETRIES_OFF]
+            if delivery is not Delivery.REJECTED:
+                if mode == "grpc":
+                    return _GIVE_UP[GiveUp.LEFT_TO_GRPC]
+                if code not in self.cfg.retryable_codes and not self.per_try_expired(code, now):
+                    return _GIVE_UP[GiveUp.NOT_RETRYABLE]
+                if not self.idempotent:
+                    return _GIVE_UP[GiveUp.NOT_IDEMPOTENT]
         delay = 0.0
         if pushback is not None:
             try:
                 ms = int(pushback)
             except ValueError:
-                return RetryDecision(False, reason=f"server pushback {pushback!r}: no retry")
+                return _GIVE_UP[GiveUp.PUSHBACK]
             if ms < 0:
-                return RetryDecision(False, reason="server pushback asks for no retry")
+                return _GIVE_UP[GiveUp.PUSHBACK]
             delay = ms / 1000.0
-        elif reached:
+        elif delivery is not Delivery.NOT_SENT:
             delay = backoff_delay(self.attempts, self.cfg, self.rng)
-        if self.deadline is not None and now + delay + min_attempt_time >= self.deadline:
-            return _GIVE_UP_NO_TIME
+        if self.deadline is not None and now + delay >= self.deadline:
+            return _GIVE_UP[GiveUp.NO_TIME_LEFT]
         if not self.budget.try_withdraw():
-            return RetryDecision(False, reason="retry budget exhausted")
+            return _GIVE_UP[GiveUp.BUDGET]
         return RetryDecision(True, delay=delay)
 
 

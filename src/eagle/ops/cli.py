@@ -284,13 +284,13 @@ def _channel(args: argparse.Namespace, cfg: Config) -> Channel:
         raise _UsageError(f"eagle {args.command}: error: {exc}") from None
     keys = [ep.raw for ep in endpoints]
     if not _is_tls(args):
-        return insecure_channel(keys, cfg)
+        return insecure_channel(keys, config=cfg)
     try:
         creds = load_credentials(args.cacert, args.cert, args.key)
     except ValueError as exc:
         raise _UsageError(f"eagle {args.command}: error: {exc}") from None
     authorities = {k: args.tls_server_name for k in keys} if args.tls_server_name else None
-    return secure_channel(keys, creds, cfg, authorities=authorities)
+    return secure_channel(keys, creds, config=cfg, authorities=authorities)
 
 
 def settle_time(cfg: Config) -> float:

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         names = {ep: f"m{i}" for i, ep in enumerate(cluster.endpoints)}
         say(f"eagle demo: 3 members on loopback: {', '.join(cluster.endpoints)}")
         say(f"config: {json.dumps(DEMO_CONFIG)}")
-        with Channel(cluster.endpoints, None, Config.from_dict(DEMO_CONFIG)) as ch:
+        with Channel(cluster.endpoints, config=Config.from_dict(DEMO_CONFIG)) as ch:
 
             def on_change(t: Transition) -> None:
                 events.append(f"{time.strftime('%H:%M:%S')} {names[t.endpoint]} {t}")

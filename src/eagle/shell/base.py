@@ -4,7 +4,7 @@ adds its own sub-channel type, prober, waiting and closing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import grpc
@@ -26,6 +26,23 @@ _FORKED = (
 )
 
 
+def _check_options(options: Any) -> list[tuple[str, Any]]:
+    """grpc channel options as grpc takes them: (key, value) pairs. eagle's own settings
+    go to ``config=`` (they were the second positional argument before eagle 0.2)."""
+    if isinstance(options, Config | Mapping | str | bytes):
+        raise TypeError(
+            f"options: expected grpc channel options, a sequence of (key, value) pairs as "
+            f"for grpc.insecure_channel, got {type(options).__name__}; "
+            f"pass eagle's settings as config=..."
+        )
+    out: list[tuple[str, Any]] = []
+    for item in options:
+        if not isinstance(item, tuple | list) or len(item) != 2 or not isinstance(item[0], str):
+            raise TypeError(f"options: each option must be a (key, value) pair, got {item!r}")
+        out.append((item[0], item[1]))
+    return out
+
+
 class ChannelBase:
     """The shell-independent half of :class:`eagle.Channel` and :class:`eagle.aio.Channel`."""
 
@@ -39,12 +56,14 @@ class ChannelBase:
         config: Config | dict[str, Any] | str | None,
         options: Sequence[tuple[str, Any]],
         authorities: dict[str, str] | None,
+        compression: grpc.Compression | None = None,
     ) -> None:
         self._endpoints = parse_endpoints(endpoints)
+        self._compression = compression
         self._generation = generation()
         self.config = load_config(config)
         self._credentials = credentials
-        self._options = list(options)
+        self._options = _check_options(options)
         self._authorities = dict(authorities or {})
         self._balancer = Balancer(self._endpoints, self.config)
         self._pool: SubChannelPool[Any] = SubChannelPool(self._make_sub)

@@ -94,7 +94,7 @@ def run(
     lock = threading.Lock()
     with (
         LocalCluster(3) as cluster,
-        Channel(cluster.endpoints, None, Config.from_dict(SOAK_CONFIG)) as ch,
+        Channel(cluster.endpoints, config=Config.from_dict(SOAK_CONFIG)) as ch,
     ):
         stub = echo_pb2_grpc.EchoStub(ch)  # type: ignore[no-untyped-call]
 

@@ -1,0 +1,780 @@
+"""Calls on the sync channel, driven by the shell's one attempt loop.
+
+:class:`SyncCall._run` is the only attempt loop of the sync shell. Every call kind uses
+it: unary and client-streaming calls (:class:`UnaryCall`, as a blocking call or a
+``grpc.Future``), server-streaming and bidi calls (:class:`StreamCall`), and hedging
+(:class:`HedgedAttempt`). The loop asks the core for the next step, pauses, sends an
+attempt, and hands the attempt's outcome back to the core (:meth:`SyncCall._settle`),
+which decides: done, retry, or fail with the attempt's own error.
+
+``inline`` runs decide in the caller's thread and may block it (a blocking unary call);
+the others never block: pauses become timers and attempts report from grpc's callback
+threads, so a ``future()`` or a stream needs no thread of its own.
+
+What the application sees is grpc's: a status an attempt ended with is raised as grpc's
+own error object, unchanged; eagle's own errors (:mod:`eagle.errors`) only stand for
+errors no attempt produced. :func:`eagle.call_info` tells what eagle knows on top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+
+from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, CallReport, HedgeRound, Step
+from ..core.retry import Delivery
+from ..errors import inactive_error, sync_error
+from ..shell.outcomes import attach_report, failure_of
+from .requests import RequestSource
+
+if TYPE_CHECKING:
+    from .channel import MultiCallable
+
+__all__ = ["Attempt", "HedgedAttempt", "StreamCall", "SyncCall", "UnaryCall"]
+
+log = logging.getLogger("eagle.calls")
+
+#: grpc's details for a call the application cancelled
+LOCAL_CANCEL = "Locally cancelled by application!"
+
+
+class Attempt:
+    """One attempt in flight: grpc's call or future on one member.
+
+    The watchdog may :meth:`abort` it when its member leaves rotation; its outcome is
+    settled exactly once (``settled``), by whoever sees it end first.
+    """
+
+    __slots__ = ("abort_reason", "call", "endpoint", "settled", "started")
+
+    def __init__(self, call: Any, endpoint: str, started: float) -> None:
+        self.call = call
+        self.endpoint = endpoint
+        self.started = started
+        self.abort_reason: str | None = None
+        self.settled = False
+
+    def abort(self, reason: str) -> None:
+        """End the attempt because its member left rotation (called by the watchdog)."""
+        self.abort_reason = reason
+        call = self.call
+        if call is not None:
+            call.cancel()
+
+    def cancel(self) -> None:
+        """Cancel the attempt (the application cancelled the call)."""
+        call = self.call
+        if call is not None:
+            call.cancel()
+
+
+class Outcome:
+    """How one attempt ended: a response (``error`` None) or the error to raise if the
+    call ends with it, and the :class:`AttemptFailure` the core judges it by."""
+
+    __slots__ = ("attempt", "call", "error", "failure", "response")
+
+    def __init__(
+        self,
+        attempt: Attempt,
+        response: Any = None,
+        call: Any = None,
+        error: BaseException | None = None,
+        failure: AttemptFailure | None = None,
+    ) -> None:
+        self.attempt = attempt
+        self.response = response
+        self.call = call
+        self.error = error
+        self.failure = failure
+
+
+def _aborted(attempt: Attempt) -> Outcome:
+    """The outcome of an attempt the watchdog abandoned: eagle's own UNAVAILABLE error,
+    judged as a request that may have reached the server."""
+    reason = attempt.abort_reason or "eagle: attempt abandoned"
+    return Outcome(
+        attempt,
+        error=sync_error("UNAVAILABLE", reason),
+        failure=AttemptFailure("UNAVAILABLE", reason, Delivery.UNANSWERED, abandoned=True),
+    )
+
+
+def _outcome_of_future(attempt: Attempt) -> Outcome:
+    """The outcome of an attempt made with grpc's ``future()``, which has ended."""
+    fut = attempt.call
+    if attempt.abort_reason is not None:
+        return _aborted(attempt)
+    try:
+        response = fut.result()
+    except grpc.FutureCancelledError:
+        failure = AttemptFailure("CANCELLED", LOCAL_CANCEL, Delivery.UNANSWERED)
+        return Outcome(attempt, call=fut, error=fut, failure=failure)
+    except grpc.RpcError as err:
+        return Outcome(attempt, call=fut, error=err, failure=failure_of(err))
+    return Outcome(attempt, response=response, call=fut)
+
+
+class SyncCall:
+    """What every sync call object shares: the attempt loop and the call's end."""
+
+    _requests: RequestSource | None
+
+    def __init__(
+        self,
+        handle: MultiCallable,
+        drv: CallDriver,
+        request: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+        request_stream: bool,
+    ) -> None:
+        self._h = handle
+        self._ch = handle._ch
+        self._drv = drv
+        self._opts = (metadata, credentials, wait_for_ready, compression)
+        if request_stream:
+            self._request = None
+            self._requests = RequestSource(
+                request, handle._serializer, self._ch.config.retry.buffer_size
+            )
+        else:
+            self._request = request
+            self._requests = None
+        self._cond = threading.Condition()
+        self._attempt: Attempt | None = None
+        self._done = False
+        self._cancelled = False
+        self._response: Any = None
+        self._final: Any = None  # grpc's call of the attempt the call ended with
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------ the attempt loop
+    def _run(self, inline: bool) -> None:
+        """The attempt loop: run the core's steps until an attempt is in flight (it then
+        reports through :meth:`_settle`) or the call is over. ``inline`` may block the
+        calling thread for pauses and attempts; otherwise pauses become timers."""
+        drv = self._drv
+        ch = self._ch
+        while True:
+            if self._done:
+                return
+            if ch._closed:
+                self._end_closed()
+                return
+            step = drv.next_step()
+            kind = step.kind
+            if kind is SEND:
+                outcome = self._send(step, inline)
+                if outcome is None or not self._settle(outcome):
+                    return
+            elif kind is FAIL:
+                self._finish(None, None, sync_error(step.code, step.details))
+                return
+            elif inline:
+                ch._pause(step)
+            else:
+                ch._later(step, self._resume)
+                return
+
+    def _resume(self) -> None:
+        self._run(False)
+
+    def _send(self, step: Step, inline: bool) -> Outcome | None:
+        """Start an attempt on ``step.endpoint``: its outcome when known at once (inline),
+        else None (it reports through :meth:`_settle` when it ends)."""
+        raise NotImplementedError
+
+    def _committed(self, attempt: Attempt) -> bool:
+        """True when the call must not be re-sent after ``attempt`` failed."""
+        requests = self._requests
+        return requests is not None and not requests.replayable
+
+    def _attempt_requests(self) -> Any:
+        """The request (or request iterator) a new attempt sends."""
+        requests = self._requests
+        return self._request if requests is None else requests.for_attempt()
+
+    def _place(self, step: Step, call: Any) -> Attempt | None:
+        """Make ``call`` the attempt in flight; None (and ``call`` cancelled) when the
+        call ended meanwhile (the application cancelled it)."""
+        ep = step.endpoint
+        assert ep is not None
+        attempt = Attempt(call, ep, self._drv.started)
+        with self._cond:
+            if self._done:
+                if call is not None:
+                    call.cancel()
+                return None
+            self._attempt = attempt
+            self._cond.notify_all()
+        return attempt
+
+    def _settle(self, outcome: Outcome) -> bool:
+        """Hand an attempt's outcome to the core; True when another attempt follows."""
+        attempt = outcome.attempt
+        with self._cond:
+            if attempt.settled or self._done:
+                attempt.settled = True
+                return False
+            attempt.settled = True
+        drv = self._drv
+        if outcome.error is None:
+            drv.succeeded()
+            self._finish(outcome.response, outcome.call, None)
+            return False
+        failure = outcome.failure
+        assert failure is not None
+        decision = drv.failed(failure, self._committed(attempt))
+        if decision.retry:
+            return True
+        self._finish(None, outcome.call, outcome.error)
+        return False
+
+    # ------------------------------------------------------------------ the end
+    def _finish(self, response: Any, call: Any, error: BaseException | None) -> None:
+        """End the call (once) with a response or an error, and run the callbacks."""
+        with self._cond:
+            if self._done:
+                return
+            self._done = True
+            self._response = response
+            self._final = call
+            self._error = error
+            self._cond.notify_all()
+            callbacks = self._callbacks
+            self._callbacks = []
+        drv = self._drv
+        if error is not None:
+            attach_report(error, drv)
+        if call is not None and call is not error:
+            attach_report(call, drv)
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("eagle: done callback failed")
+
+    def _end_closed(self) -> None:
+        self._drv.closed()
+        self._finish(None, None, sync_error("CANCELLED", "Channel closed!"))
+
+    def _wait(self, timeout: float | None) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._done, timeout):
+                raise grpc.FutureTimeoutError()
+
+    def _cancel(self) -> bool:
+        """Cancel the call (grpc's ``cancel()``): True when it was still in progress."""
+        with self._cond:
+            if self._done:
+                return False
+            self._cancelled = True
+            attempt = self._attempt
+        if attempt is not None:
+            attempt.cancel()
+        self._drv.cancelled()
+        self._finish(None, None, None)
+        return True
+
+    def eagle_report(self) -> CallReport:
+        """What eagle knows about this call (see :func:`eagle.call_info`)."""
+        return self._drv.report()
+
+    # ---------------------------------------------------------- grpc.Call / Future
+    def cancelled(self) -> bool:
+        """True when the application cancelled the call."""
+        return self._cancelled
+
+    def running(self) -> bool:
+        """True while the call is in progress."""
+        return not self._done
+
+    def done(self) -> bool:
+        """True once the call ended (success, error or cancellation)."""
+        return self._done
+
+    def is_active(self) -> bool:
+        """True while the call is in progress."""
+        return not self._done
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the call's deadline, or None without one."""
+        return self._drv.time_remaining()
+
+    def add_callback(self, callback: Callable[[], Any]) -> bool:
+        """Call ``callback()`` when the call ends; False (not registered) when it already
+        has, as grpc does."""
+        with self._cond:
+            if self._done:
+                return False
+            self._callbacks.append(callback)
+            return True
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(self)`` when the call ends, at once if it already has."""
+        with self._cond:
+            if not self._done:
+                self._callbacks.append(lambda: fn(self))
+                return
+        fn(self)
+
+    def _ended(self) -> tuple[Any, BaseException | None]:
+        """Wait for the end; (grpc's call of the last attempt, the error)."""
+        self._wait(None)
+        return self._final, self._error
+
+    def code(self) -> grpc.StatusCode:
+        """The call's status code (waits for the end)."""
+        final, error = self._ended()
+        if self._cancelled:
+            return grpc.StatusCode.CANCELLED
+        source = error if isinstance(error, grpc.Call) else final
+        return grpc.StatusCode.OK if source is None else source.code()
+
+    def details(self) -> str | None:
+        """The call's status details (waits for the end)."""
+        final, error = self._ended()
+        if self._cancelled:
+            return LOCAL_CANCEL
+        source = error if isinstance(error, grpc.Call) else final
+        return None if source is None else source.details()
+
+    def initial_metadata(self) -> Any:
+        """The initial metadata of the attempt the call ended with."""
+        final, error = self._ended()
+        source = error if isinstance(error, grpc.Call) else final
+        return () if source is None else source.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        """The trailing metadata of the attempt the call ended with."""
+        final, error = self._ended()
+        source = error if isinstance(error, grpc.Call) else final
+        return () if source is None else source.trailing_metadata()
+
+    def debug_error_string(self) -> str | None:
+        """grpc's debug string of the error the call ended with, or None."""
+        _, error = self._ended()
+        getter = getattr(error, "debug_error_string", None)
+        return getter() if callable(getter) else None
+
+
+class UnaryCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
+    """A unary or client-streaming call: run blocking (``__call__``, ``with_call``) or as
+    the ``grpc.Future`` that ``future()`` returns.
+
+    A call declared idempotent is sent as a grpc future so the watchdog can abandon an
+    attempt stuck on a member that leaves rotation and the loop can re-send it; a hedged
+    call sends a :class:`HedgedAttempt`.
+    """
+
+    def __init__(
+        self,
+        handle: MultiCallable,
+        drv: CallDriver,
+        request: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+        request_stream: bool,
+    ) -> None:
+        super().__init__(
+            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
+        )
+        self._hedge = drv.hedge_delay() if not request_stream else None
+        self._rescue = drv.plan.idempotent
+
+    # ----------------------------------------------------------------- attempts
+    def _send(self, step: Step, inline: bool) -> Outcome | None:
+        if self._hedge is not None:
+            return HedgedAttempt(self, step, self._hedge).start(inline)
+        mc = self._h._mc(step.endpoint)
+        metadata, credentials, wait_for_ready, compression = self._opts
+        request = self._attempt_requests()
+        if inline and not self._rescue:
+            # the hot path: grpc's own blocking call, no future, no thread switch
+            attempt = self._place(step, None)
+            if attempt is None:
+                return None
+            try:
+                response, call = mc.with_call(
+                    request, step.timeout, metadata, credentials, wait_for_ready, compression
+                )
+            except grpc.RpcError as err:
+                return Outcome(attempt, call=err, error=err, failure=failure_of(err))
+            return Outcome(attempt, response=response, call=call)
+        fut = mc.future(request, step.timeout, metadata, credentials, wait_for_ready, compression)
+        attempt = self._place(step, fut)
+        if attempt is None:
+            return None
+        streams = self._ch._streams
+        if self._rescue:
+            streams.add_attempt(attempt.endpoint, attempt)
+        if inline:
+            with contextlib.suppress(grpc.FutureCancelledError):
+                fut.exception()
+            if self._rescue:
+                streams.remove_attempt(attempt.endpoint, attempt)
+            return _outcome_of_future(attempt)
+        fut.add_done_callback(lambda _f: self._attempt_ended(attempt))
+        return None
+
+    def _attempt_ended(self, attempt: Attempt) -> None:
+        """grpc's callback: an attempt of a non-blocking call ended."""
+        if self._rescue:
+            self._ch._streams.remove_attempt(attempt.endpoint, attempt)
+        if self._settle(_outcome_of_future(attempt)):
+            self._run(False)
+
+    # ------------------------------------------------------------------ blocking
+    def blocking(self, with_call: bool) -> Any:
+        """Run the call in the caller's thread: the response (and grpc's call with
+        ``with_call``), or raise the error it ended with."""
+        self._run(True)
+        error = self._error
+        if error is not None:
+            raise inactive_error(error)
+        if with_call:
+            return self._response, self._final
+        return self._response
+
+    def start(self) -> UnaryCall:
+        """Start the call without blocking (``future()``)."""
+        self._run(False)
+        return self
+
+    # ------------------------------------------------------------- grpc.Future
+    def cancel(self) -> bool:
+        """Cancel the call and its attempt in flight; False when it already ended."""
+        return self._cancel()
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The response; raises the error the call ended with, or
+        ``grpc.FutureCancelledError`` when it was cancelled."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        if self._error is not None:
+            raise self._error
+        return self._response
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the call ended with, or None; raises ``grpc.FutureCancelledError``
+        when it was cancelled."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        return self._error
+
+    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
+        """The traceback of the call's error, or None; raises
+        ``grpc.FutureCancelledError`` when it was cancelled."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        error = self._error
+        if error is None:
+            return None
+        try:
+            raise error
+        except BaseException:
+            return sys.exc_info()[2]
+
+
+class HedgedAttempt(Attempt):
+    """One round of a hedged unary call, settled as one attempt of the loop.
+
+    The first attempt goes out at once; while no answer came within ``hedging.delay`` the
+    core may allow another on a different member. The first success wins and the others
+    are cancelled; when all fail, the last failure is the round's outcome. The bookkeeping
+    is the core's :class:`~eagle.core.calls.HedgeRound`.
+    """
+
+    __slots__ = ("_cond", "_futures", "_inline", "_owner", "_result", "_round", "_timer")
+
+    def __init__(self, owner: UnaryCall, step: Step, delay: float) -> None:
+        assert step.endpoint is not None
+        super().__init__(None, step.endpoint, owner._drv.started)
+        self._owner = owner
+        self._round = HedgeRound(owner._drv, delay)
+        self._cond = threading.Condition()
+        self._futures: list[tuple[Any, str, float]] = []
+        self._result: Outcome | None = None
+        self._timer: Any = None
+        self._inline = False
+        self._send_one(step)
+
+    def _send_one(self, step: Step) -> None:
+        owner = self._owner
+        metadata, credentials, wait_for_ready, compression = owner._opts
+        fut = owner._h._mc(step.endpoint).future(
+            owner._request, step.timeout, metadata, credentials, wait_for_ready, compression
+        )
+        ep = step.endpoint
+        assert ep is not None
+        entry = (fut, ep, owner._drv.started)
+        with self._cond:
+            self._futures.append(entry)
+        self._round.sent()
+        fut.add_done_callback(lambda _f: self._one_ended(entry))
+
+    def start(self, inline: bool) -> Outcome | None:
+        """Make the round the call's attempt; wait for its outcome when ``inline``."""
+        owner = self._owner
+        self._inline = inline
+        with owner._cond:
+            if owner._done:
+                self.cancel()
+                return None
+            owner._attempt = self
+        self._arm()
+        if not inline:
+            return None
+        with self._cond:
+            self._cond.wait_for(lambda: self._result is not None)
+            return self._result
+
+    def _arm(self) -> None:
+        wait = self._round.wait_time()
+        if wait is not None:
+            self._timer = self._owner._ch._timers.call_later(wait, self._no_answer)
+
+    def _no_answer(self) -> None:
+        """The hedging delay passed with no answer: maybe send another attempt."""
+        with self._cond:
+            if self._result is not None:
+                return
+        step = self._round.hedge()
+        if step is not None:
+            self._send_one(step)
+            self._arm()
+
+    def _one_ended(self, entry: tuple[Any, str, float]) -> None:
+        fut, ep, started = entry
+        with self._cond:
+            if self._result is not None:
+                return
+            if not fut.cancelled() and fut.code() is grpc.StatusCode.OK:
+                self._round.won(ep, started)
+                result = Outcome(self, response=fut.result(), call=fut)
+            else:
+                try:
+                    err: Any = fut.exception()
+                    failure = failure_of(err)
+                except grpc.FutureCancelledError:
+                    err = sync_error("CANCELLED", LOCAL_CANCEL)
+                    failure = AttemptFailure("CANCELLED", LOCAL_CANCEL, Delivery.UNANSWERED)
+                if not self._round.lost(ep, started, failure):
+                    return
+                last = self._round.close_lost()
+                result = Outcome(self, call=err, error=err, failure=last)
+            self._result = result
+            self._cond.notify_all()
+            others = [f for f, _, _ in self._futures if f is not fut]
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        for other in others:
+            other.cancel()
+        if self._inline:
+            return  # the caller's thread waits for the result and settles it
+        owner = self._owner
+        if owner._settle(result):
+            owner._run(False)
+
+    def cancel(self) -> None:
+        """Cancel every attempt of the round."""
+        with self._cond:
+            futures = [f for f, _, _ in self._futures]
+        for f in futures:
+            f.cancel()
+
+
+class StreamCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
+    """A server-streaming or bidi call: an iterator of responses that is also a
+    ``grpc.Call`` and ``grpc.Future``, as grpc's own stream object is.
+
+    Until its first response reaches the application the call may be re-sent to another
+    member (request streams are replayed from their buffer); from then on it is
+    committed. The watchdog ends it with UNAVAILABLE when its member leaves rotation.
+    """
+
+    def __init__(
+        self,
+        handle: MultiCallable,
+        drv: CallDriver,
+        request: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: bool | None,
+        compression: Any,
+        request_stream: bool,
+    ) -> None:
+        super().__init__(
+            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
+        )
+        self._delivered = False
+
+    @property
+    def endpoint(self) -> str | None:
+        """The member the stream currently rides on."""
+        attempt = self._attempt
+        return None if attempt is None else attempt.endpoint
+
+    def start(self) -> StreamCall:
+        """Place the first attempt (never blocks)."""
+        self._run(False)
+        return self
+
+    def _committed(self, attempt: Attempt) -> bool:
+        return self._delivered or super()._committed(attempt)
+
+    def _send(self, step: Step, inline: bool) -> Outcome | None:
+        metadata, credentials, wait_for_ready, compression = self._opts
+        call = self._h._mc(step.endpoint)(
+            self._attempt_requests(),
+            step.timeout,
+            metadata,
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+        attempt = self._place(step, call)
+        if attempt is None:
+            return None
+        self._ch._streams.add(attempt.endpoint, attempt)
+        call.add_done_callback(lambda _c: self._attempt_ended(attempt))
+        return None
+
+    def _attempt_ended(self, attempt: Attempt) -> None:
+        """The attempt's RPC terminated (grpc's callback, or the reader saw its end)."""
+        if attempt.settled:
+            return
+        self._ch._streams.remove(attempt.endpoint, attempt)
+        call = attempt.call
+        if attempt.abort_reason is not None:
+            outcome = _aborted(attempt)
+        elif call.code() is grpc.StatusCode.OK:
+            outcome = Outcome(attempt, call=call)
+        else:
+            outcome = Outcome(attempt, call=call, error=call, failure=failure_of(call))
+        if self._settle(outcome):
+            self._run(False)
+
+    # ---------------------------------------------------------------- iterator
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        cond = self._cond
+        while True:
+            with cond:
+                cond.wait_for(lambda: self._done or self._attempt is not None)
+                attempt = self._attempt
+                if attempt is None or self._cancelled:
+                    self._raise_end()
+            try:
+                msg = next(attempt.call)
+            except StopIteration:
+                self._attempt_ended(attempt)
+                self._superseded(attempt)
+                continue
+            except grpc.RpcError:
+                self._attempt_ended(attempt)
+                self._superseded(attempt)
+                continue
+            with cond:
+                if self._attempt is not attempt:
+                    continue  # a failed attempt's leftover: the call was re-sent
+                self._delivered = True
+            return msg
+
+    def _superseded(self, attempt: Attempt) -> None:
+        """Wait until ``attempt`` is settled: the call ended (its error is raised), or
+        another attempt took over."""
+        with self._cond:
+            while not self._done and self._attempt is attempt:
+                self._cond.wait()
+            if self._attempt is attempt:
+                self._raise_end()
+
+    def _raise_end(self) -> NoReturn:
+        """Called under the lock once the call ended: stop, or raise its error."""
+        if self._cancelled:
+            attempt = self._attempt
+            if attempt is not None and attempt.call is not None:
+                raise attempt.call
+            raise sync_error("CANCELLED", LOCAL_CANCEL)
+        if self._error is not None:
+            raise self._error
+        raise StopIteration
+
+    def next(self) -> Any:
+        """grpc's alias of ``__next__``."""
+        return self.__next__()
+
+    # ------------------------------------------------------------- grpc.Future
+    def cancel(self) -> bool:
+        """Cancel the stream; False when it already ended."""
+        attempt = self._attempt
+        if attempt is not None:
+            self._ch._streams.remove(attempt.endpoint, attempt)
+        return self._cancel()
+
+    def abort(self, reason: str) -> None:
+        """End the stream's current attempt because its member left rotation."""
+        attempt = self._attempt
+        if attempt is not None:
+            attempt.abort(reason)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the end of the stream: None, or raise its error."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        if self._error is not None:
+            raise self._error
+        return None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The error the stream ended with, or None."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        return self._error
+
+    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
+        """The traceback of the stream's error, or None."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        error = self._error
+        if error is None:
+            return None
+        try:
+            raise error
+        except BaseException:
+            return sys.exc_info()[2]
+
+    def initial_metadata(self) -> Any:
+        """The initial metadata of the attempt the stream rides on (waits for it)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._done or self._attempt is not None)
+            attempt = self._attempt
+            error = self._error
+        if isinstance(error, grpc.Call):
+            return error.initial_metadata()
+        if attempt is None or attempt.call is None:
+            return ()
+        return attempt.call.initial_metadata()
