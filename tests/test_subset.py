@@ -436,3 +436,32 @@ def test_many_endpoints_are_cheap_for_aperture() -> None:
     # 1000 clients over 10,000 members, aperture 20: ceil(20 * 1000 / 10000) = 2 client
     # units = exactly 20 members each
     assert len(sub.members) == 20
+
+
+# ------------------------------------------------------------------- fleet simulation
+
+
+def test_binomial_expectation_for_uncoordinated_random_subsets() -> None:
+    from benchmarks.fleet import binomial_expected_max
+
+    b = binomial_expected_max(1000, 1000, 20)
+    assert b["mean"] == 20.0
+    assert 1.7 < b["max_over_mean"] < 1.85  # "about 1.7" for 1,000 x 1,000 x 20
+    # a single server: the max is the count itself
+    assert math.isclose(binomial_expected_max(50, 1, 1)["max_over_mean"], 1.0)
+
+
+def test_small_fleet_simulation_meets_the_bounds() -> None:
+    from benchmarks.fleet import simulate
+
+    r = simulate(clients=60, servers=40, size=5, events=3, mc_trials=2, random_fleets=2)
+    ap, rnd = r["modes"]["aperture"], r["modes"]["random"]
+    k = width_units(40, 60, 12)  # min_aperture 12 > size 5
+    assert ap["connections"]["max"] <= k + math.ceil(60 / 40)
+    assert math.isclose(ap["load"]["max_over_mean"], 1.0)
+    assert ap["churn_add"]["max"] <= ap["churn_bound"]["add"]
+    assert ap["churn_remove"]["max"] <= ap["churn_bound"]["remove"]
+    assert rnd["churn_add"]["max"] <= 1 and rnd["churn_remove"]["max"] <= 1
+    assert rnd["connections"]["mean"] == 60 * 5 / 40
+    assert len(rnd["fleets"]["max_over_mean"]) == 2
+    assert r["no_subsetting"]["probes_per_server_s"] == 60 / Config().health.interval
