@@ -144,6 +144,11 @@ def test_random_churn_is_at_most_one_member(
         assert b - a == {extra}
     if extra not in b:
         assert a == b  # a server outside the subset changes nothing
+    # the same holds for the active subset while some members are being replaced
+    down = dict.fromkeys(data.draw(st.sets(st.sampled_from(eps))), "UNREACHABLE")
+    a = set(rand(seed, size).select(before, down).members)
+    b = set(rand(seed, size).select(eps, down).members)
+    assert len(b - a) <= 1 and len(a - b) <= 1
 
 
 # ----------------------------------------------------------------------------- aperture

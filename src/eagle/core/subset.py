@@ -25,10 +25,19 @@ uses a subset of about ``subset.size`` members. Three algorithms, chosen by
     Unlike Finagle this module uses exact integer arithmetic (units of ``1 / (C * M)``), so
     no epsilon is needed when an edge falls exactly on a member boundary.
 
+    Bounds (checked by the Hypothesis properties in ``tests/test_subset.py``): with
+    ``k = ceil(A * C / M)``, every member is in the slices of between ``k`` and
+    ``k + ceil(C / M)`` clients, so connections per member are at most
+    ``(k + ceil(C / M)) / k`` times the mean, while weighted load is exactly even. Adding
+    or removing one member changes at most 2 members of a client's slice (an edge moves,
+    or the member itself enters or leaves), plus up to ``ceil(M / C)`` more (``M`` the
+    larger count) when ``k`` steps by one because ``M`` changed.
+
 ``random``
     gRPC A68 ``random_subsetting`` (grpc/proposal ``A68-random-subsetting.md``; grpc core
     ``random_subsetting.cc``, grpc-java ``RandomSubsettingLoadBalancer``): each client has
-    a random 64-bit ``seed``; every endpoint is hashed once with ``XXH64(address, seed)``;
+    a random 64-bit ``seed``; every endpoint is hashed once with ``XXH64(address, seed)``
+    (the endpoint as given, e.g. ``10.0.0.7:50051``: A68 hashes an endpoint's first address);
     endpoints are sorted by hash and the first ``size`` taken (all of them when there are
     fewer). Hashes of the other endpoints do not change when one endpoint is added or
     removed, so each client's subset changes by at most one member (rendezvous hashing).
@@ -431,7 +440,6 @@ def _choose(mode: str | None, ranking: Ranking, unusable: Mapping[str, str]) -> 
     weights: dict[str, float] = {}
     pending: deque[tuple[str, float]] = deque()
     replaced: dict[str, str] = {}
-    stop = target
     for i in range(target):
         ep = order[i]
         if ep in unusable:
@@ -508,7 +516,8 @@ class SubsetPlan:
 
     Build one per channel. :meth:`select` is cheap to call on every change of member
     states: the ranking is recomputed only when the endpoint list changes, and in
-    ``random`` mode only endpoints not seen before are hashed.
+    ``random`` mode only endpoints not seen before are hashed. Not thread-safe: call it
+    under the balancer's lock.
 
     Args:
         config: the ``subset`` section.
@@ -576,6 +585,8 @@ class SubsetPlan:
         else:
             order = tuple(dict.fromkeys(key))
             self._ranking = Ranking(order, len(order), (1.0,) * len(order), ("",) * len(order))
+        if mode is not None:
+            log.debug("%r: %d members, subset of %d", self, len(members), self._ranking.target)
         return self._ranking
 
     def select(
