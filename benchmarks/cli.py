@@ -42,6 +42,7 @@ ALL_SCENARIOS = (
     "failover",
     "retry_storm",
     "scale",
+    "fleet",
     "partition",
 )
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -143,7 +144,7 @@ def _env() -> dict[str, Any]:
 
 
 def _run_one(ctx: Ctx, name: str) -> dict[str, Any]:
-    from . import failover, faults, overhead, partition, retry_storm, scale
+    from . import failover, faults, fleet, overhead, partition, retry_storm, scale
 
     if name in faults.FAULT_SCENARIOS:
         return faults.run_fault_scenario(ctx, name)
@@ -152,6 +153,7 @@ def _run_one(ctx: Ctx, name: str) -> dict[str, Any]:
         "failover": failover.run_failover,
         "retry_storm": retry_storm.run_retry_storm,
         "scale": scale.run_scale,
+        "fleet": fleet.run_fleet,
         "partition": partition.run_partition,
     }
     return runners[name](ctx)

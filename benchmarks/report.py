@@ -11,6 +11,7 @@ from typing import Any
 
 from .analysis import CODE_NAMES, fmt, ratio
 from .clients import BASELINE, EAGLE_CONFIGS, GRPC_DESCRIPTIONS, GRPC_SETUPS
+from .fleet import APERTURE_MAX_MEAN
 from .worker import SLOW_S
 
 MET = "met"
@@ -350,6 +351,67 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 None if c is None else c["kib_per_endpoint"] < 100.0,
                 "issue 5",
             )
+    # fleet (subsetting, simulated) ----------------------------------------------------
+    fl = sc.get("fleet")
+    modes = _get(fl, "modes") or {}
+    ap, rnd = modes.get("aperture"), modes.get("random")
+    binom = _get(fl, "binomial", "max_over_mean")
+    base_txt = "—"
+    if rnd and binom is not None:
+        base_txt = f"random (A68) {_fleets_txt(rnd)}; binomial expectation {binom:.2f}"
+    add(
+        "fleet",
+        f"aperture, 1000 clients x 1000 servers, size 20: connections per server max/mean "
+        f"<= {APERTURE_MAX_MEAN} (also after one server is added)",
+        f"{ap['connections']['max_over_mean']:.3f} ({ap['connections']['max']} / "
+        f"{ap['connections']['mean']:.2f}); after adding one: "
+        f"{ap['after_add']['connections']['max_over_mean']:.3f}"
+        if ap
+        else "—",
+        base_txt,
+        None
+        if ap is None
+        else max(
+            ap["connections"]["max_over_mean"], ap["after_add"]["connections"]["max_over_mean"]
+        )
+        <= APERTURE_MAX_MEAN,
+        "subsetting brief; Finagle deterministic aperture",
+    )
+    add(
+        "fleet",
+        "random (A68): one server added or removed changes <= 1 member per client",
+        f"max {rnd['churn_add']['max']} (add), {rnd['churn_remove']['max']} (remove); mean "
+        f"{rnd['churn_add']['mean']:.3f} / {rnd['churn_remove']['mean']:.3f}"
+        if rnd
+        else "—",
+        "—",
+        None if rnd is None else max(rnd["churn_add"]["max"], rnd["churn_remove"]["max"]) <= 1,
+        "gRPC A68",
+    )
+    add(
+        "fleet",
+        "aperture: one server added or removed changes <= the documented bound per client "
+        "(2, + ceil(M / C) when the slice width steps)",
+        f"max {ap['churn_add']['max']} (add, bound {ap['churn_bound']['add']}), "
+        f"{ap['churn_remove']['max']} (remove, bound {ap['churn_bound']['remove']}); mean "
+        f"{ap['churn_add']['mean']:.2f} / {ap['churn_remove']['mean']:.2f}"
+        if ap
+        else "—",
+        "—",
+        None
+        if ap is None
+        else ap["churn_add"]["max"] <= ap["churn_bound"]["add"]
+        and ap["churn_remove"]["max"] <= ap["churn_bound"]["remove"],
+        "docs/configuration.md (subset)",
+    )
+    add(
+        "fleet",
+        "the 1000 x 1000 simulation finishes in < 60 s",
+        f"{fl['elapsed_s']:.1f} s" if fl and "elapsed_s" in fl else "—",
+        "—",
+        None if not fl or "elapsed_s" not in fl else fl["elapsed_s"] < 60.0,
+        "subsetting brief",
+    )
     return rows
 
 
@@ -807,6 +869,104 @@ def section_scale(s: dict[str, Any] | None) -> str:
     return "\n".join(parts)
 
 
+def _fleets_txt(s: dict[str, Any]) -> str:
+    """A68's max/mean: this fleet's, and the mean over the independent fleets simulated."""
+    txt = f"{s['connections']['max_over_mean']:.2f}"
+    fleets = s.get("fleets")
+    if fleets:
+        txt += f" (mean of {fleets['count']} fleets {fleets['mean_max_over_mean']:.2f})"
+    return txt
+
+
+def section_fleet(fl: dict[str, Any] | None) -> str:
+    if not fl:
+        return ""
+    if "error" in fl:
+        return f"## Fleet\n\nERROR: {fl['error']}\n"
+    c, m, size = fl["clients"], fl["servers"], fl["size"]
+    none = fl["no_subsetting"]
+    rows = [
+        [
+            "none (every client uses every server)",
+            f"{none['connections_total']:,}",
+            f"{none['connections_per_server']} / {none['connections_per_server']}",
+            "1.00",
+            "—",
+            f"{none['probes_per_server_s']:,.0f} / {none['probes_per_server_s']:,.0f}",
+            "—",
+            "—",
+            "—",
+        ]
+    ]
+    for mode, s in fl["modes"].items():
+        co, ld = s["connections"], s["load"]
+        after = s["after_add"]["connections"]
+        rows.append(
+            [
+                {"random": "random (gRPC A68)", "aperture": "aperture (Finagle)"}.get(
+                    mode, f"{mode} (SRE book ch. 20)"
+                ),
+                f"{s['connections_total']:,}",
+                f"{co['max']} / {co['mean']:.2f} (min {co['min']})",
+                f"{co['max_over_mean']:.3f} (after +1: {after['max_over_mean']:.3f})"
+                + (
+                    f"; mean of {s['fleets']['count']} fleets "
+                    f"{s['fleets']['mean_max_over_mean']:.3f}"
+                    if s.get("fleets")
+                    else ""
+                ),
+                f"{ld['max_over_mean']:.3f}",
+                f"{s['probes_per_server_s']['max']:.0f} / {s['probes_per_server_s']['mean']:.0f}",
+                f"{s['members_per_client']['min']:.0f}-{s['members_per_client']['max']:.0f}",
+                f"{s['churn_add']['max']} / {s['churn_add']['mean']:.3f}",
+                f"{s['churn_remove']['max']} / {s['churn_remove']['mean']:.3f}",
+            ]
+        )
+    b = fl["binomial"]
+    mc = b["monte_carlo"]
+    parts = [
+        "## Fleet (subsetting, simulated)",
+        "",
+        f"{c:,} clients x {m:,} servers, `subset.size` {size} (`min_aperture` "
+        f"{fl['min_aperture']}), simulated on the sans-IO core (`eagle.core.subset`), no "
+        f"sockets. Probes at the default `health.interval` {fl['health_interval']:g} s. Churn = "
+        "members changed per client (`max(joined, left)`) when one server is added or removed, "
+        f"max / mean over {fl['events']} events each. Load = calls per server when each client "
+        f"spreads its calls over its subset by weight (1.00 = even). Took {fl['elapsed_s']:.1f} s.",
+        "",
+        _table(
+            [
+                "subsetting",
+                "connections",
+                "conns / server max / mean",
+                "max / mean",
+                "load max / mean",
+                "probes / server / s max / mean",
+                "members / client",
+                "churn +1 server max / mean",
+                "churn -1 server max / mean",
+            ],
+            rows,
+        ),
+        "",
+        "Uncoordinated random subsets for comparison: each server's connection count is "
+        f"Binomial({c}, {size}/{m}); the expected busiest of {m} servers has "
+        f"{b['expected_max']:.1f} connections, {b['max_over_mean']:.2f} x the mean (binomial "
+        f"tail, servers taken as independent); Monte Carlo ({mc['trials']} fleets of "
+        f"`random.sample`): {mc['max_over_mean']:.2f} x on average, p95 {mc['p95']:.2f} x.",
+        "",
+    ]
+    ap = fl["modes"].get("aperture")
+    if ap and "churn_bound" in ap:
+        parts += [
+            f"aperture's documented churn bound here: {ap['churn_bound']['add']} when a server "
+            f"is added, {ap['churn_bound']['remove']} when one is removed (2, plus ceil(M / C) "
+            "when the slice width ceil(A x C / M) client units steps).",
+            "",
+        ]
+    return "\n".join(parts)
+
+
 def section_configs(res: dict[str, Any]) -> str:
     used = sorted(res.get("eagle_configs_used", []))
     parts = [
@@ -930,6 +1090,7 @@ def render(res: dict[str, Any], plots: set[str] | None = None) -> str:
     lines.append(section_retry_storm(sc.get("retry_storm")))
     lines.append(section_partition(sc.get("partition")))
     lines.append(section_scale(sc.get("scale")))
+    lines.append(section_fleet(sc.get("fleet")))
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}
     if errors:
         lines += ["## Errors", ""] + [f"- `{k}`: {v}" for k, v in errors.items()] + [""]

@@ -32,6 +32,27 @@ def test_short_forms_and_round_trip() -> None:
     assert Config.from_dict({"membership": None}).membership.provider is None
 
 
+def test_subset_section() -> None:
+    assert Config().subset.mode is None  # off by default
+    cfg = Config.from_dict({"subset": "random"})
+    assert (cfg.subset.mode, cfg.subset.size, cfg.subset.seed) == ("random", 20, None)
+    assert Config.from_dict({"subset": "off"}).subset.mode is None
+    assert Config.from_dict({"subset": None}).subset.mode is None
+    full = Config.from_dict(
+        {
+            "subset": {
+                "mode": "aperture",
+                "size": 10,
+                "min_aperture": 4,
+                "coordinate": {"instance": 2, "instances": 8},
+                "seed": 2**64 - 1,
+            }
+        }
+    )
+    assert full.subset.coordinate.instance == 2 and full.subset.seed == 2**64 - 1
+    assert Config.from_dict(full.to_dict()) == full
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -57,6 +78,20 @@ def test_short_forms_and_round_trip() -> None:
         ({"policy": {"weights": {"nope": 1}}}, "policy.weights.nope: bad endpoint"),
         ({"health": []}, "health: must be a mapping"),
         ({"retry": {"initial_backoff": 2, "max_backoff": 1}}, "retry.max_backoff: must be >="),
+        ({"subset": "nearest"}, "subset.mode: must be one of null, off, aperture, random"),
+        ({"subset": {"size": 0}}, "subset.size: must be 1..1000000, got 0"),
+        ({"subset": {"size": 2.5}}, "subset.size: must be a whole number"),
+        ({"subset": {"min_aperture": True}}, "subset.min_aperture: must be a number"),
+        ({"subset": {"seed": -1}}, "subset.seed: must be 0..18446744073709551615, got -1"),
+        ({"subset": {"seed": "abc"}}, "subset.seed: must be null or a number"),
+        ({"subset": {"coordinate": {"instance": -1}}}, "subset.coordinate.instance: must be"),
+        ({"subset": {"coordinate": {"instances": 0}}}, "subset.coordinate.instances: must be"),
+        (
+            {"subset": {"coordinate": {"instance": 5, "instances": 5}}},
+            "subset.coordinate.instance: must be less than instances (5), got 5",
+        ),
+        ({"subset": {"coordinate": {"index": 1}}}, "subset.coordinate.index: unknown config key"),
+        ({"subset": []}, "subset: must be a mapping"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, Any], message: str) -> None:
@@ -101,7 +136,17 @@ _json = st.recursive(
     max_leaves=8,
 )
 _keys = st.sampled_from(
-    ["policy", "health", "retry", "outlier", "keepalive", "membership", "panic_threshold", "x"]
+    [
+        "policy",
+        "health",
+        "retry",
+        "outlier",
+        "keepalive",
+        "membership",
+        "subset",
+        "panic_threshold",
+        "x",
+    ]
 )
 
 

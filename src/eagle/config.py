@@ -32,6 +32,8 @@ __all__ = [
     "PolicyConfig",
     "RetryBudgetConfig",
     "RetryConfig",
+    "SubsetConfig",
+    "SubsetCoordinateConfig",
     "accept_provider_name",
     "load_config",
 ]
@@ -67,12 +69,22 @@ def _dur(default: float | None, *, optional: bool = False, allow_zero: bool = Fa
     )
 
 
-def _num(default: float | int, lo: float, hi: float) -> Any:
-    return field(default=default, metadata={"kind": "range", "lo": lo, "hi": hi})
+def _num(default: float | int | None, lo: float, hi: float, *, optional: bool = False) -> Any:
+    """A number lo..hi (a whole number when the field is an int), optionally null."""
+    return field(
+        default=default, metadata={"kind": "range", "lo": lo, "hi": hi, "optional": optional}
+    )
 
 
-def _choice(default: str, *choices: str) -> Any:
-    return field(default=default, metadata={"kind": "choice", "choices": choices})
+def _choice(
+    default: str | None, *choices: str, aliases: Mapping[str, str | None] | None = None
+) -> Any:
+    """One of ``choices``; a null default makes null a choice too. ``aliases`` map other
+    accepted spellings to a choice (e.g. ``"off"`` to null)."""
+    return field(
+        default=default,
+        metadata={"kind": "choice", "choices": choices, "aliases": dict(aliases or {})},
+    )
 
 
 def _codes(*default: str) -> Any:
@@ -186,6 +198,35 @@ class MembershipConfig:
 
 
 @dataclass(frozen=True)
+class SubsetCoordinateConfig:
+    """This client's place among its peers, for ``aperture`` (and ``deterministic``).
+
+    ``instance`` is this client's index (0-based) and ``instances`` how many clients share
+    the servers. Null reads ``EAGLE_INSTANCE_INDEX`` / ``EAGLE_INSTANCE_COUNT`` from the
+    environment when the channel is built (Finagle's ``ProcessCoordinate``).
+    """
+
+    instance: int | None = _num(None, 0, (1 << 31) - 1, optional=True)
+    instances: int | None = _num(None, 1, 1 << 31, optional=True)
+
+
+@dataclass(frozen=True)
+class SubsetConfig:
+    """Subsetting: connect to and probe only some members (off while ``mode`` is null).
+
+    ``aperture`` is Finagle's deterministic aperture, ``random`` gRPC A68's
+    ``random_subsetting``, ``deterministic`` the Google SRE book's (ch. 20). See
+    :mod:`eagle.core.subset`.
+    """
+
+    mode: str | None = _choice(None, "aperture", "random", "deterministic", aliases={"off": None})
+    size: int = _num(20, 1, 1_000_000)
+    min_aperture: int = _num(12, 1, 1_000_000)
+    coordinate: SubsetCoordinateConfig = field(default_factory=SubsetCoordinateConfig)
+    seed: int | None = _num(None, 0, (1 << 64) - 1, optional=True)
+
+
+@dataclass(frozen=True)
 class PolicyConfig:
     """Which picker to use, by registered name, and its options."""
 
@@ -206,6 +247,7 @@ class Config:
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
     keepalive: KeepaliveConfig = field(default_factory=KeepaliveConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
+    subset: SubsetConfig = field(default_factory=SubsetConfig)
     channel_options: Mapping[str, int | str] = field(default_factory=dict)
 
     @classmethod
@@ -242,12 +284,15 @@ def _provider_error(value: Any) -> str:
 
 
 def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Accept the short forms ``"policy": "p2c"`` and ``"membership": "etcd"``."""
+    """Accept the short forms ``"policy": "p2c"``, ``"membership": "etcd"`` and
+    ``"subset": "random"`` (``"subset": null`` is off)."""
     if not isinstance(data, Mapping):
         raise ValueError(f"config: expected a mapping, got {type(data).__name__}")
     out = dict(data)
     if isinstance(out.get("policy"), str):
         out["policy"] = {"name": out["policy"]}
+    if "subset" in out and (out["subset"] is None or isinstance(out["subset"], str)):
+        out["subset"] = {"mode": out["subset"]}
     mem = out.get("membership")
     if mem is None and "membership" in out:
         out["membership"] = {}
@@ -291,18 +336,25 @@ def _check_value(f: dataclasses.Field[Any], hint: Any, value: Any, path: str) ->
         return float(value)
     if kind == "range":
         lo, hi = meta["lo"], meta["hi"]
-        want_int = hint is int
+        if value is None and meta.get("optional"):
+            return None
+        want_int = hint is int or hint == (int | None)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail(path, f"must be a number {lo}..{hi}, got {value!r}")
+            null = "null or " if meta.get("optional") else ""
+            raise _fail(path, f"must be {null}a number {lo}..{hi}, got {value!r}")
         if want_int and not (isinstance(value, int) or float(value).is_integer()):
             raise _fail(path, f"must be a whole number {lo}..{hi}, got {value!r}")
         if not math.isfinite(value) or not lo <= value <= hi:
             raise _fail(path, f"must be {lo}..{hi}, got {value!r}")
         return int(value) if want_int else float(value)
     if kind == "choice":
-        if value not in meta["choices"]:
-            raise _fail(path, f"must be one of {', '.join(meta['choices'])}; got {value!r}")
-        return value
+        aliases = meta["aliases"]
+        if isinstance(value, str) and value in aliases:
+            return aliases[value]
+        if value in meta["choices"] or (value is None and f.default is None):
+            return value
+        names = [*(["null"] if f.default is None else []), *aliases, *meta["choices"]]
+        raise _fail(path, f"must be one of {', '.join(names)}; got {value!r}")
     if kind == "codes":
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise _fail(path, f"must be a list of gRPC status code names, got {value!r}")
@@ -389,6 +441,15 @@ def _cross_check(obj: Any, prefix: str) -> None:
         raise ValueError(
             f"{p}max_backoff: must be >= initial_backoff ({obj.initial_backoff}), "
             f"got {obj.max_backoff}"
+        )
+    if (
+        isinstance(obj, SubsetCoordinateConfig)
+        and obj.instance is not None
+        and obj.instances is not None
+        and obj.instance >= obj.instances
+    ):
+        raise ValueError(
+            f"{p}instance: must be less than instances ({obj.instances}), got {obj.instance}"
         )
     if isinstance(obj, OutlierConfig) and obj.max_ejection_time < obj.base_ejection_time:
         raise ValueError(
