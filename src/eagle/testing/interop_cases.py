@@ -42,7 +42,8 @@ server_compressed_unary and server_compressed_streaming.
 
 :data:`CALLS` lists how many application calls of each kind (``unary_unary``,
 ``unary_stream``, ``stream_unary``, ``stream_stream``) a case makes, so a test can check
-that interceptors saw each call exactly once.
+that interceptors saw each call exactly once; :data:`AIO_CALLS` is the same for the aio
+cases, except where grpc.aio itself shows interceptors fewer calls (see there).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from eagle.testing.interop import empty_pb2, messages_pb2, test_pb2_grpc
 from eagle.testing.interop_service import ECHO_INITIAL_KEY, ECHO_TRAILING_KEY
 
 __all__ = [
+    "AIO_CALLS",
     "AIO_CASES",
     "CALLS",
     "CALL_TIMEOUT",
@@ -535,8 +537,10 @@ async def aio_cancel_after_begin(channel: grpc.aio.Channel) -> None:
     """cancel_after_begin (aio): StreamingInputCall cancelled at once: CANCELLED."""
     call = _test_stub(channel).StreamingInputCall(timeout=CALL_TIMEOUT)
     call.cancel()
-    _expect(call.cancelled() is True, "cancelled()", True, call.cancelled())
     _expect_code(await call.code(), grpc.StatusCode.CANCELLED)
+    # only once the call has settled: an intercepted grpc.aio call is not cancelled()
+    # until its interceptor task has run
+    _expect(call.cancelled() is True, "cancelled()", True, call.cancelled())
 
 
 async def aio_cancel_after_first_response(channel: grpc.aio.Channel) -> None:
@@ -687,6 +691,12 @@ CALLS: Final[Mapping[str, Mapping[str, int]]] = {
     "cancel_after_first_response": {_SS: 1},
     "timeout_on_sleeping_server": {_SS: 1},
 }
+
+#: :data:`CALLS` for the aio cases, as grpc.aio's interceptors see them. grpc.aio runs a
+#: call's client interceptors in a task; cancel_after_begin cancels the call before the
+#: event loop ever runs that task, so no interceptor sees that call (grpcio 1.85: found
+#: by running the control, ``grpc.aio.insecure_channel(..., interceptors=[...])``).
+AIO_CALLS: Final[Mapping[str, Mapping[str, int]]] = {**CALLS, "cancel_after_begin": {}}
 
 
 def run_sync(name: str, channel: grpc.Channel) -> None:

@@ -5,7 +5,8 @@ The behaviour follows the *Server* section of grpc's interop test descriptions
 Python interop server (``src/python/grpcio_tests/tests/interop/service.py``):
 
 * EmptyCall returns the empty message.
-* UnaryCall returns ``response_size`` zero bytes (type COMPRESSABLE, the only type).
+* UnaryCall returns ``response_size`` zero bytes (type COMPRESSABLE, the only type),
+  and the server's id (its name, e.g. ``m0``) when ``fill_server_id`` is set.
 * StreamingOutputCall / FullDuplexCall send one response per ``ResponseParameters``,
   sleeping ``interval_us`` before each one (Observe ResponseParameters.interval_us);
   FullDuplexCall answers each request as it arrives and ends OK after half-close.
@@ -121,7 +122,14 @@ def _stream_responses(
 
 
 class TestService(test_pb2_grpc.TestServiceServicer):
-    """The ``grpc.testing.TestService`` servicer (see the module docstring)."""
+    """The ``grpc.testing.TestService`` servicer (see the module docstring).
+
+    ``server_id`` is what ``SimpleResponse.server_id`` reports when the request sets
+    ``fill_server_id``: unique per server process, the same for all its calls.
+    """
+
+    def __init__(self, server_id: str = "") -> None:
+        self._server_id = server_id
 
     def EmptyCall(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> empty_pb2.Empty:
         """One empty request, one empty response."""
@@ -138,7 +146,10 @@ class TestService(test_pb2_grpc.TestServiceServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "unsupported response_type")
         if request.response_compressed.value:
             context.set_compression(grpc.Compression.Gzip)
-        return messages_pb2.SimpleResponse(payload=_zeros(request.response_size))
+        return messages_pb2.SimpleResponse(
+            payload=_zeros(request.response_size),
+            server_id=self._server_id if request.fill_server_id else "",
+        )
 
     def StreamingOutputCall(
         self, request: messages_pb2.StreamingOutputCallRequest, context: grpc.ServicerContext
@@ -184,6 +195,6 @@ class TestService(test_pb2_grpc.TestServiceServicer):
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def add_to_server(server: grpc.Server) -> None:
-    """Register a :class:`TestService` on ``server``."""
-    test_pb2_grpc.add_TestServiceServicer_to_server(TestService(), server)  # type: ignore[no-untyped-call]
+def add_to_server(server: grpc.Server, server_id: str = "") -> None:
+    """Register a :class:`TestService` reporting ``server_id`` on ``server``."""
+    test_pb2_grpc.add_TestServiceServicer_to_server(TestService(server_id), server)  # type: ignore[no-untyped-call]

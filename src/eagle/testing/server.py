@@ -284,7 +284,7 @@ def build_server(
     state = ServerState(name, health_servicer)
     state.set_serving(True)
     echo_pb2_grpc.add_EchoServicer_to_server(EchoService(state), server)  # type: ignore[no-untyped-call]
-    interop_service.add_to_server(server)
+    interop_service.add_to_server(server, server_id=name)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound: list[int] = []
     for address in addresses:
