@@ -464,64 +464,77 @@ def test_aio_server_status_reaches_the_caller_unchanged(
     assert g["await unary raises"]["details()"] == message
 
 
-def _initial_metadata_before_failure(ch: Any) -> dict[str, Any]:
-    """The server sends initial metadata and a response, then fails the call."""
-    stub = _stub(ch)
-    requests = iter([_one_response(), _stream_status(grpc.StatusCode.ABORTED, "late failure")])
-    responses = stub.FullDuplexCall(requests, metadata=MD, timeout=T)
-    first = next(responses)
-    raised = catch(lambda: next(responses))
-    unary = catch(
-        lambda: stub.UnaryCall(
-            _unary_status(grpc.StatusCode.ABORTED, "late failure"), metadata=MD, timeout=T
+LATE_CODES = [grpc.StatusCode.ABORTED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE]
+
+
+def _initial_metadata_before_failure(code: grpc.StatusCode) -> Callable[[Any], dict[str, Any]]:
+    """The server sends initial metadata (and, on the bidi call, a response) and then fails."""
+
+    def scenario(ch: Any) -> dict[str, Any]:
+        stub = _stub(ch)
+        requests = iter([_one_response(), _stream_status(code, "late failure")])
+        responses = stub.FullDuplexCall(requests, metadata=MD, timeout=T)
+        first = next(responses)
+        raised = catch(lambda: next(responses))
+        unary = catch(
+            lambda: stub.UnaryCall(_unary_status(code, "late failure"), metadata=MD, timeout=T)
         )
-    )
-    return {
-        "first response size": len(first.payload.body),
-        "bidi error": err_obs(raised),
-        "bidi call initial_metadata()": md(responses.initial_metadata()),
-        "unary error": err_obs(unary),
-    }
+        return {
+            "first response size": len(first.payload.body),
+            "bidi error": err_obs(raised),
+            "bidi call initial_metadata()": md(responses.initial_metadata()),
+            "unary error": err_obs(unary),
+        }
+
+    return scenario
 
 
+@pytest.mark.parametrize("code", LATE_CODES, ids=[c.name for c in LATE_CODES])
 def test_sync_initial_metadata_sent_before_failing_is_kept(
-    shared_cluster: LocalCluster, variant: Variant
+    shared_cluster: LocalCluster, variant: Variant, code: grpc.StatusCode
 ) -> None:
     g, _ = side_by_side(
-        shared_cluster, variant, _initial_metadata_before_failure, "initial metadata on errors"
+        shared_cluster,
+        variant,
+        _initial_metadata_before_failure(code),
+        "initial metadata on errors",
     )
     sent = ("tuple", (("_Metadatum", ECHO_INITIAL_KEY, "initial-value"),))
     assert g["bidi error"]["initial_metadata()"] == sent  # grpc keeps it
     assert g["unary error"]["initial_metadata()"] == sent
 
 
-async def _aio_initial_metadata_before_failure(ch: Any) -> dict[str, Any]:
-    stub = _stub(ch)
-    bidi = stub.FullDuplexCall(metadata=MD, timeout=T)
-    await bounded(bidi.write(_one_response()))
-    first = await bounded(bidi.read())
-    await bounded(bidi.write(_stream_status(grpc.StatusCode.ABORTED, "late failure")))
-    raised = await acatch(bidi.read())
-    unary = await acatch(
-        stub.UnaryCall(
-            _unary_status(grpc.StatusCode.ABORTED, "late failure"), metadata=MD, timeout=T
+def _aio_initial_metadata_before_failure(
+    code: grpc.StatusCode,
+) -> Callable[[Any], Awaitable[dict[str, Any]]]:
+    async def scenario(ch: Any) -> dict[str, Any]:
+        stub = _stub(ch)
+        bidi = stub.FullDuplexCall(metadata=MD, timeout=T)
+        await bounded(bidi.write(_one_response()))
+        first = await bounded(bidi.read())
+        await bounded(bidi.write(_stream_status(code, "late failure")))
+        raised = await acatch(bidi.read())
+        unary = await acatch(
+            stub.UnaryCall(_unary_status(code, "late failure"), metadata=MD, timeout=T)
         )
-    )
-    return {
-        "first response": getattr(getattr(first, "payload", None), "body", first),
-        "bidi error": err_obs(raised),
-        "bidi call initial_metadata()": md(await bounded(bidi.initial_metadata())),
-        "unary error": err_obs(unary),
-    }
+        return {
+            "first response": getattr(getattr(first, "payload", None), "body", first),
+            "bidi error": err_obs(raised),
+            "bidi call initial_metadata()": md(await bounded(bidi.initial_metadata())),
+            "unary error": err_obs(unary),
+        }
+
+    return scenario
 
 
+@pytest.mark.parametrize("code", LATE_CODES, ids=[c.name for c in LATE_CODES])
 def test_aio_initial_metadata_sent_before_failing_is_kept(
-    shared_cluster: LocalCluster, variant: Variant
+    shared_cluster: LocalCluster, variant: Variant, code: grpc.StatusCode
 ) -> None:
     g, _ = aio_side_by_side(
         shared_cluster,
         variant,
-        _aio_initial_metadata_before_failure,
+        _aio_initial_metadata_before_failure(code),
         "aio initial metadata on errors",
     )
     sent = ("Metadata", (("tuple", ECHO_INITIAL_KEY, "initial-value"),))
