@@ -22,6 +22,10 @@ FILES = [
     ("eagle/membership/v1/membership.proto", True),
     ("eagle/etcdwire/v1/etcd.proto", False),
     ("eagle/testing/v1/etcdkv.proto", False),
+    # grpc's interop-test protos (package grpc.testing), copied from grpc/grpc
+    ("eagle/testing/interop/empty.proto", False),
+    ("eagle/testing/interop/messages.proto", False),
+    ("eagle/testing/interop/test.proto", True),
 ]
 
 

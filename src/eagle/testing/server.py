@@ -8,7 +8,8 @@ Run it as a program::
     python -m eagle.testing.server --name t0 --tls-cert s.pem --tls-key s.key   # TLS
     python -m eagle.testing.server ... --tls-client-ca ca.pem               # mutual TLS
 
-It serves ``eagle.testing.v1.Echo`` and ``grpc.health.v1.Health`` and, once every
+It serves ``eagle.testing.v1.Echo``, grpc's interop ``grpc.testing.TestService``
+(:mod:`eagle.testing.interop_service`) and ``grpc.health.v1.Health`` and, once every
 listener is bound, prints exactly one line to stdout, ``READY <port>[,<port>...]``
 (or ``READY unix:/path``), then serves until SIGTERM or SIGINT.
 
@@ -36,6 +37,7 @@ from typing import Any, Final
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from eagle.testing import interop_service
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 
 __all__ = [
@@ -282,6 +284,7 @@ def build_server(
     state = ServerState(name, health_servicer)
     state.set_serving(True)
     echo_pb2_grpc.add_EchoServicer_to_server(EchoService(state), server)  # type: ignore[no-untyped-call]
+    interop_service.add_to_server(server, server_id=name)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bound: list[int] = []
     for address in addresses:
