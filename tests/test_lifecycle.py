@@ -90,9 +90,9 @@ def test_aio_close_stops_everything(shared_cluster: LocalCluster) -> None:
         await ch.close()
         assert ch._prober._scheduler is None and not ch._prober._tasks
         # grpc.aio's behaviour on a closed channel
-        with pytest.raises(grpc.aio.UsageError, match="Channel is closed."):
+        with pytest.raises(grpc.aio.UsageError, match=r"Channel is closed\."):
             stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=1)
-        with pytest.raises(grpc.aio.UsageError, match="Channel is closed."):
+        with pytest.raises(grpc.aio.UsageError, match=r"Channel is closed\."):
             stub.Bidi()
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert not others, others

@@ -179,19 +179,17 @@ def test_exporter_after_traffic_and_faults(
             _value(after, "eagle_retries_total", channel="main", endpoint=dead, code="UNAVAILABLE")
             >= 1
         )
-        assert (
-            _value(after, "eagle_endpoint_state", channel="main", endpoint=dead, state="UNREACHABLE")
-            == 1
+        state = _value(
+            after, "eagle_endpoint_state", channel="main", endpoint=dead, state="UNREACHABLE"
         )
+        assert state == 1
         assert _value(after, "eagle_ejections_total", channel="main", endpoint=dead) == 0
         assert _value(after, "eagle_ejections_total", channel="main", endpoint=frozen) == 1
         assert (
             _value(after, "eagle_endpoint_state", channel="main", endpoint=frozen, state="EJECTED")
             == 1
         )
-        assert (
-            _value(after, "eagle_state_transitions_total", endpoint=frozen, state="EJECTED") == 1
-        )
+        assert _value(after, "eagle_state_transitions_total", endpoint=frozen, state="EJECTED") == 1
         assert (
             _value(
                 after,
