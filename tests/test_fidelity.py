@@ -145,12 +145,34 @@ def md(metadata: Any) -> Any:
         return f"<not metadata: {metadata!r} ({exc!r})>"
 
 
+def kind_of(err: object) -> object:
+    """The type an application can rely on. A failed grpc future or stream *is* its error
+    (a ``grpc.RpcError`` that is also a ``grpc.Call`` and ``grpc.Future``, raised as itself);
+    grpc's class for it is private, so such call objects compare by that contract. Every
+    other error compares by its exact type."""
+    if (
+        isinstance(err, grpc.RpcError)
+        and isinstance(err, grpc.Call)
+        and isinstance(err, grpc.Future)
+        and not isinstance(err, grpc._channel._InactiveRpcError)
+    ):
+        return "call object (grpc.RpcError, grpc.Call, grpc.Future)"
+    return type(err)
+
+
+def _name(err: object) -> str:
+    kind = kind_of(err)
+    if isinstance(kind, str):
+        return kind
+    return f"{type(err).__module__}.{type(err).__qualname__}"
+
+
 def err_obs(err: object) -> dict[str, Any]:
     """What an application can read from a raised (or returned) error."""
     if not isinstance(err, BaseException):
         return {"outcome": f"no exception; got {err!r}"[:300]}
     out: dict[str, Any] = {
-        "exception type": type(err),
+        "exception type": kind_of(err),
         "is grpc.RpcError": isinstance(err, grpc.RpcError),
         "is grpc.Call": isinstance(err, grpc.Call),
     }
@@ -182,9 +204,9 @@ def outcome(fn: Callable[[], Any]) -> str:
     try:
         value = fn()
     except BaseException as exc:
-        return f"raised {type(exc).__module__}.{type(exc).__qualname__}"
+        return f"raised {_name(exc)}"
     if isinstance(value, BaseException):
-        return f"returned exception {type(value).__qualname__}"
+        return f"returned exception {_name(value)}"
     return f"returned {type(value).__qualname__}" if value is not None else "returned None"
 
 

@@ -11,9 +11,11 @@ which decides: done, retry, or fail with the attempt's own error.
 the others never block: pauses become timers and attempts report from grpc's callback
 threads, so a ``future()`` or a stream needs no thread of its own.
 
-What the application sees is grpc's: a status an attempt ended with is raised as grpc's
-own error object, unchanged; eagle's own errors (:mod:`eagle.errors`) only stand for
-errors no attempt produced. :func:`eagle.call_info` tells what eagle knows on top.
+What the application sees is grpc's: a blocking call raises the status an attempt ended
+with as grpc's own error object, unchanged; a future or a stream is itself the error when
+it fails, as grpc's are, with the code, details and metadata of the attempt it ended with.
+eagle's own errors (:mod:`eagle.errors`) only stand for errors no attempt produced.
+:func:`eagle.call_info` tells what eagle knows on top.
 """
 
 from __future__ import annotations
@@ -368,8 +370,56 @@ class SyncCall:
         getter = getattr(error, "debug_error_string", None)
         return getter() if callable(getter) else None
 
+    # ---------------------------------------------------------- the call as error
+    # As with grpc's own future and stream objects, a failed call *is* its error: result()
+    # raises the call object, exception() returns it, and a stream raises it; its code,
+    # details and metadata are those of the attempt (or eagle's own error) it ended with.
+    def result(self, timeout: float | None = None) -> Any:
+        """The response; raises this call (a ``grpc.RpcError``) when it failed, or
+        ``grpc.FutureCancelledError`` when it was cancelled."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        if self._error is not None:
+            raise self  # type: ignore[misc]
+        return self._response
 
-class UnaryCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """This call (a ``grpc.RpcError``) when it failed, else None; raises
+        ``grpc.FutureCancelledError`` when it was cancelled."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        return self if self._error is not None else None  # type: ignore[return-value]
+
+    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
+        """The traceback of the call's error, or None; raises
+        ``grpc.FutureCancelledError`` when it was cancelled."""
+        self._wait(timeout)
+        if self._cancelled:
+            raise grpc.FutureCancelledError()
+        if self._error is None:
+            return None
+        try:
+            raise self  # type: ignore[misc]
+        except BaseException:
+            return sys.exc_info()[2]
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        if not self._done:
+            return f"<{name} object>"
+        code = self.code()
+        details = self.details()
+        head = f'<{name} of RPC that terminated with:\n\tstatus = {code}\n\tdetails = "{details}"'
+        if code is grpc.StatusCode.OK:
+            return head + "\n>"
+        return head + f'\n\tdebug_error_string = "{self.debug_error_string()}"\n>'
+
+    __str__ = __repr__
+
+
+class UnaryCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
     """A unary or client-streaming call: run blocking (``__call__``, ``with_call``) or as
     the ``grpc.Future`` that ``future()`` returns.
 
@@ -458,38 +508,6 @@ class UnaryCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
     def cancel(self) -> bool:
         """Cancel the call and its attempt in flight; False when it already ended."""
         return self._cancel()
-
-    def result(self, timeout: float | None = None) -> Any:
-        """The response; raises the error the call ended with, or
-        ``grpc.FutureCancelledError`` when it was cancelled."""
-        self._wait(timeout)
-        if self._cancelled:
-            raise grpc.FutureCancelledError()
-        if self._error is not None:
-            raise self._error
-        return self._response
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The error the call ended with, or None; raises ``grpc.FutureCancelledError``
-        when it was cancelled."""
-        self._wait(timeout)
-        if self._cancelled:
-            raise grpc.FutureCancelledError()
-        return self._error
-
-    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
-        """The traceback of the call's error, or None; raises
-        ``grpc.FutureCancelledError`` when it was cancelled."""
-        self._wait(timeout)
-        if self._cancelled:
-            raise grpc.FutureCancelledError()
-        error = self._error
-        if error is None:
-            return None
-        try:
-            raise error
-        except BaseException:
-            return sys.exc_info()[2]
 
 
 class HedgedAttempt(Attempt):
@@ -601,7 +619,7 @@ class HedgedAttempt(Attempt):
             f.cancel()
 
 
-class StreamCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
+class StreamCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: ignore[misc]
     """A server-streaming or bidi call: an iterator of responses that is also a
     ``grpc.Call`` and ``grpc.Future``, as grpc's own stream object is.
 
@@ -710,14 +728,10 @@ class StreamCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
                 self._raise_end()
 
     def _raise_end(self) -> NoReturn:
-        """Called under the lock once the call ended: stop, or raise its error."""
-        if self._cancelled:
-            attempt = self._attempt
-            if attempt is not None and attempt.call is not None:
-                raise attempt.call
-            raise sync_error("CANCELLED", LOCAL_CANCEL)
-        if self._error is not None:
-            raise self._error
+        """Called once the call ended: stop, or raise the stream itself (it is the error,
+        as grpc's stream objects are)."""
+        if self._cancelled or self._error is not None:
+            raise self
         raise StopIteration
 
     def next(self) -> Any:
@@ -737,35 +751,6 @@ class StreamCall(SyncCall, grpc.Call, grpc.Future):  # type: ignore[misc]
         attempt = self._attempt
         if attempt is not None:
             attempt.abort(reason)
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the end of the stream: None, or raise its error."""
-        self._wait(timeout)
-        if self._cancelled:
-            raise grpc.FutureCancelledError()
-        if self._error is not None:
-            raise self._error
-        return None
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The error the stream ended with, or None."""
-        self._wait(timeout)
-        if self._cancelled:
-            raise grpc.FutureCancelledError()
-        return self._error
-
-    def traceback(self, timeout: float | None = None) -> types.TracebackType | None:
-        """The traceback of the stream's error, or None."""
-        self._wait(timeout)
-        if self._cancelled:
-            raise grpc.FutureCancelledError()
-        error = self._error
-        if error is None:
-            return None
-        try:
-            raise error
-        except BaseException:
-            return sys.exc_info()[2]
 
     def initial_metadata(self) -> Any:
         """The initial metadata of the attempt the stream rides on (waits for it)."""

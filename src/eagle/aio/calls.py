@@ -740,6 +740,8 @@ class StreamCall(AioCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall): 
     # ---------------------------------------------------------------- reading
     async def read(self) -> Any:
         """The next response, or ``grpc.aio.EOF`` at the end of the stream."""
+        if self._done and (self._attempt is None or self._attempt.call.done()):
+            return self._end_of_stream()
         if self._aiter is not None:
             raise grpc.aio.UsageError(_API_STYLE)
         return await self._read()
