@@ -144,9 +144,18 @@ def fault_metrics(
     after = a["end"] > t_fault
     hit = hits_mask(a, scenario, victim) & after
     failed = (a["code"] != 0) & after
+    # calls made after the fault (not in flight when it hit), and those made after the
+    # client could know of it (the first failure it saw ended): those a balancer can save
+    fails = a["code"] != 0
+    started_after = a["start"] >= t_fault
+    seen = a["end"][failed]
+    t_seen = float(seen.min()) if seen.size else None
     out: dict[str, Any] = {
         "t_fault": t_fault,
         "failed_after": int(failed.sum()),
+        "failed_started_after": int((fails & started_after).sum()),
+        "t_first_failure": t_seen,
+        "failed_after_seen": 0 if t_seen is None else int((fails & (a["start"] >= t_seen)).sum()),
         "hits_after": int(hit.sum()),
     }
 

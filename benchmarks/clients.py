@@ -147,6 +147,22 @@ def eagle(mode: str, config: str = "default") -> ClientSpec:
     return ClientSpec(label=label, family="eagle", mode=mode, config=config)
 
 
+#: call kinds a load job can make besides unary Echo: label suffix -> worker method
+STREAM_METHODS = {"cstream": "echo_client_stream", "bidi": "echo_bidi"}
+
+
+def streamed(client: ClientSpec, kind: str) -> ClientSpec:
+    """``client`` making client-streaming (``cstream``) or bidi (``bidi``) Echo calls."""
+    return ClientSpec(
+        label=f"{client.label}{{{kind}}}",
+        family=client.family,
+        mode=client.mode,
+        config=client.config,
+        setup=client.setup,
+        extra={**client.extra, "method": STREAM_METHODS[kind]},
+    )
+
+
 def grpc_client(setup: str, mode: str = "sync") -> ClientSpec:
     name = setup.replace("_", "-")
     label = f"grpc-{name}" if mode == "sync" else f"grpc-aio-{name}"

@@ -76,8 +76,10 @@ def _round(ctx: Ctx, w: Worker, duration: float, tag: str) -> dict[str, Any]:
 
 def run_overhead(ctx: Ctx) -> dict[str, Any]:
     quick = ctx.opts.quick
-    rounds = 1 if quick else 3
-    duration = 1.0 if quick else 4.0
+    # many short paired rounds: the median of per-round ratios resists the bursts of load
+    # a shared machine has better than a few long rounds
+    rounds = 2 if quick else 9
+    duration = 0.8 if quick else 1.5
     groups: list[tuple[str, int, list[ClientSpec]]] = [
         ("sync, 1 thread", 1, [eagle("sync"), grpc_client("rr")]),
         ("asyncio, 16 concurrent", 16, [eagle("aio"), grpc_client("rr", "aio")]),

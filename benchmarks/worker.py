@@ -123,13 +123,27 @@ def _parent_watch(parent: int, max_seconds: float) -> None:
 # ------------------------------------------------------------------------ requests
 
 
+#: how many request messages a streaming load call sends
+STREAM_MESSAGES = 3
+
+
 class Method:
-    """The unary call a load job makes, and how to tell which member answered."""
+    """The call a load job makes, and how to tell which member answered: unary Echo, a
+    client-streaming or bidi Echo of three messages, or an etcd Range."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.kind = spec.get("method", "echo")
         self.server_map: dict[str, int] = spec.get("server_map", {})
-        if self.kind == "echo":
+        if self.kind in ("echo_client_stream", "echo_bidi"):
+            from eagle.testing.v1 import echo_pb2
+
+            name = "ClientStream" if self.kind == "echo_client_stream" else "Bidi"
+            self.path = f"/eagle.testing.v1.Echo/{name}"
+            self.ser = echo_pb2.EchoRequest.SerializeToString
+            self.deser = echo_pb2.EchoResponse.FromString
+            self.ok = echo_pb2.EchoRequest(message="x" * 16)
+            self.failing = echo_pb2.EchoRequest(message="x" * 16, fail_code=14)
+        elif self.kind == "echo":
             from eagle.testing.v1 import echo_pb2
 
             self.path = "/eagle.testing.v1.Echo/Unary"
@@ -150,13 +164,40 @@ class Method:
             raise ValueError(f"unknown method {self.kind!r}")
 
     def server_of(self, resp: Any) -> int:
-        if self.kind == "echo":
+        if self.kind.startswith("echo"):
             return self.server_map.get(resp.server, -1)
         return self.server_map.get(str(resp.header.member_id), -1)
 
     def multicallable(self, channel: Any) -> Any:
+        """A callable ``call(request, timeout=...)`` for a sync channel (awaitable for an
+        asyncio one) that makes one call and returns its (last) response."""
+        if self.kind == "echo_client_stream":
+            mc = channel.stream_unary(self.path, self.ser, self.deser, _registered_method=True)
+            n = STREAM_MESSAGES
+            return lambda req, timeout: mc(iter([req] * n), timeout=timeout)
+        if self.kind == "echo_bidi":
+            mc = channel.stream_stream(self.path, self.ser, self.deser, _registered_method=True)
+            n = STREAM_MESSAGES
+            if isinstance(channel, grpc_aio_channel_types()):
+
+                async def bidi_aio(req: Any, timeout: float) -> Any:
+                    out = [m async for m in mc(iter([req] * n), timeout=timeout)]
+                    return out[-1]
+
+                return bidi_aio
+
+            def bidi(req: Any, timeout: float) -> Any:
+                return list(mc(iter([req] * n), timeout=timeout))[-1]
+
+            return bidi
         # the way generated stubs build it
         return channel.unary_unary(self.path, self.ser, self.deser, _registered_method=True)
+
+
+def grpc_aio_channel_types() -> tuple[type, ...]:
+    import grpc
+
+    return (grpc.aio.Channel,)
 
 
 class ErrorSamples:

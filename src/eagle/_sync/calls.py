@@ -152,7 +152,8 @@ class SyncCall:
         else:
             self._request = request
             self._requests = None
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cv: threading.Condition | None = None  # made when someone waits
         self._attempt: Attempt | None = None
         self._done = False
         self._cancelled = False
@@ -213,19 +214,19 @@ class SyncCall:
         ep = step.endpoint
         assert ep is not None
         attempt = Attempt(call, ep, self._drv.started)
-        with self._cond:
+        with self._lock:
             if self._done:
                 if call is not None:
                     call.cancel()
                 return None
             self._attempt = attempt
-            self._cond.notify_all()
+            self._notify()
         return attempt
 
     def _settle(self, outcome: Outcome) -> bool:
         """Hand an attempt's outcome to the core; True when another attempt follows."""
         attempt = outcome.attempt
-        with self._cond:
+        with self._lock:
             if attempt.settled or self._done:
                 attempt.settled = True
                 return False
@@ -246,14 +247,14 @@ class SyncCall:
     # ------------------------------------------------------------------ the end
     def _finish(self, response: Any, call: Any, error: BaseException | None) -> None:
         """End the call (once) with a response or an error, and run the callbacks."""
-        with self._cond:
+        with self._lock:
             if self._done:
                 return
             self._done = True
             self._response = response
             self._final = call
             self._error = error
-            self._cond.notify_all()
+            self._notify()
             callbacks = self._callbacks
             self._callbacks = []
         drv = self._drv
@@ -271,14 +272,27 @@ class SyncCall:
         self._drv.closed()
         self._finish(None, None, sync_error("CANCELLED", "Channel closed!"))
 
+    def _condition(self) -> threading.Condition:
+        """The condition waiters use (made on first use); call with the lock held."""
+        cv = self._cv
+        if cv is None:
+            cv = self._cv = threading.Condition(self._lock)
+        return cv
+
+    def _notify(self) -> None:
+        """Wake the waiters, if any; call with the lock held."""
+        cv = self._cv
+        if cv is not None:
+            cv.notify_all()
+
     def _wait(self, timeout: float | None) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._done, timeout):
+        with self._lock:
+            if not self._condition().wait_for(lambda: self._done, timeout):
                 raise grpc.FutureTimeoutError()
 
     def _cancel(self) -> bool:
         """Cancel the call (grpc's ``cancel()``): True when it was still in progress."""
-        with self._cond:
+        with self._lock:
             if self._done:
                 return False
             self._cancelled = True
@@ -317,7 +331,7 @@ class SyncCall:
     def add_callback(self, callback: Callable[[], Any]) -> bool:
         """Call ``callback()`` when the call ends; False (not registered) when it already
         has, as grpc does."""
-        with self._cond:
+        with self._lock:
             if self._done:
                 return False
             self._callbacks.append(callback)
@@ -325,7 +339,7 @@ class SyncCall:
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
         """Call ``fn(self)`` when the call ends, at once if it already has."""
-        with self._cond:
+        with self._lock:
             if not self._done:
                 self._callbacks.append(lambda: fn(self))
                 return
@@ -551,7 +565,7 @@ class HedgedAttempt(Attempt):
         """Make the round the call's attempt; wait for its outcome when ``inline``."""
         owner = self._owner
         self._inline = inline
-        with owner._cond:
+        with owner._lock:
             if owner._done:
                 self.cancel()
                 return None
@@ -695,10 +709,9 @@ class StreamCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: igno
         return self
 
     def __next__(self) -> Any:
-        cond = self._cond
         while True:
-            with cond:
-                cond.wait_for(lambda: self._done or self._attempt is not None)
+            with self._lock:
+                self._condition().wait_for(lambda: self._done or self._attempt is not None)
                 attempt = self._attempt
                 if attempt is None or self._cancelled:
                     self._raise_end()
@@ -712,7 +725,7 @@ class StreamCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: igno
                 self._attempt_ended(attempt)
                 self._superseded(attempt)
                 continue
-            with cond:
+            with self._lock:
                 if self._attempt is not attempt:
                     continue  # a failed attempt's leftover: the call was re-sent
                 self._delivered = True
@@ -721,9 +734,9 @@ class StreamCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: igno
     def _superseded(self, attempt: Attempt) -> None:
         """Wait until ``attempt`` is settled: the call ended (its error is raised), or
         another attempt took over."""
-        with self._cond:
+        with self._lock:
             while not self._done and self._attempt is attempt:
-                self._cond.wait()
+                self._condition().wait()
             if self._attempt is attempt:
                 self._raise_end()
 
@@ -754,8 +767,8 @@ class StreamCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: igno
 
     def initial_metadata(self) -> Any:
         """The initial metadata of the attempt the stream rides on (waits for it)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._done or self._attempt is not None)
+        with self._lock:
+            self._condition().wait_for(lambda: self._done or self._attempt is not None)
             attempt = self._attempt
             error = self._error
         if isinstance(error, grpc.Call):

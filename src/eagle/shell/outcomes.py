@@ -19,7 +19,6 @@ call an error, future or call object belongs to.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from ..core.calls import AttemptFailure, CallDriver, CallReport
@@ -94,8 +93,10 @@ def attach_report(obj: Any, drv: CallDriver) -> Any:
     """Remember on ``obj`` (grpc's error or call object) the call it belongs to, so
     :func:`call_info` finds it; returns ``obj``. Objects that take no attributes are
     left alone."""
-    with contextlib.suppress(AttributeError, TypeError):
+    try:
         setattr(obj, _ATTR, drv)
+    except (AttributeError, TypeError):
+        return obj
     return obj
 
 
