@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit protos check-protos bench bench-quick soak clean venv
+.PHONY: demo test lint typecheck unit protos check-protos unasync check-unasync bench bench-quick soak clean venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ protos: $(STAMP)
 check-protos: $(STAMP)
 	$(PY) scripts/gen_protos.py --check
 
+unasync: $(STAMP)
+	$(PY) scripts/unasync.py
+
+check-unasync: $(STAMP)
+	$(PY) scripts/unasync.py --check
+
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m ruff format --check src tests benchmarks scripts
@@ -30,7 +36,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict src/eagle
 
-test: $(STAMP) check-protos lint typecheck
+test: $(STAMP) check-protos check-unasync lint typecheck
 	$(PY) -m pytest -ra -q tests
 
 bench: $(STAMP)

@@ -1,8 +1,8 @@
 """Resumable streams: re-open a stream on another member after it broke, from where the
 caller left off, so no message is lost or repeated.
 
-This is the public home of the sync helpers (implemented in :mod:`eagle._sync.resumable`);
-the asyncio twins are in :mod:`eagle.aio.resumable`.
+This is the public home of the sync helpers (:mod:`eagle._sync.resumable`); the asyncio
+twins are in :mod:`eagle.aio.resumable`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["TimerHandle", "Timers"]
+__all__ = ["TimerHandle", "Timers", "cancelled_within"]
 
 log = logging.getLogger("eagle.timers")
 
@@ -103,3 +103,8 @@ class Timers:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5.0)
+
+
+def cancelled_within(event: threading.Event, delay: float) -> bool:
+    """Wait up to ``delay`` seconds for ``event``; True when it was set."""
+    return event.wait(delay)

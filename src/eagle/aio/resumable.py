@@ -1,39 +1,44 @@
-"""Resumable streams (asyncio): the twin of :mod:`eagle.resumable`.
+"""Resumable streams: re-open a stream on another member after it broke, from where the
+caller left off, so no message is lost or repeated.
 
-::
+eagle ends a stream with UNAVAILABLE when its member leaves rotation (PARTITIONED,
+UNREACHABLE, NOT_SERVING, EJECTED); :func:`resumable` catches that (or any failure with
+a code in ``codes``, including a stream that fails before it delivers anything), asks
+the caller's ``resume`` function for the request that starts right after the last
+message the caller received, and opens the stream again. eagle's picker sends it to a
+member that is still SERVING.
 
-    from eagle.aio.resumable import resumable
-    from eagle.resumable import etcd_watch_resume
+etcd Watch, resumed from the last seen revision + 1::
+
+    from eagle.aio.resumable import etcd_watch_resume, resumable
 
     watch = channel.stream_stream("/etcdserverpb.Watch/Watch", ...)
+    first = WatchRequest(create_request=WatchCreateRequest(key=b"k"))
     async for resp in resumable(lambda req: watch(iter([req])), first, etcd_watch_resume):
-        ...
+        for ev in resp.events:
+            ...  # every event exactly once, across member failures
 
-The resume position and the re-open decisions come from
-:class:`eagle.core.resume.ResumePlan`, as in the sync helper.
+The asyncio shell's module is the source; the sync shell's one is generated from it by
+``scripts/unasync.py`` (``make unasync``; ``make test`` checks it is up to date). Both
+take their decisions from :class:`eagle.core.resume.ResumePlan`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import TypeVar
 
 import grpc
 
-from .._sync.resumable import OnResume, ResumableBase
 from ..core.resume import ResumeFn, ResumePlan
+from ..shell.resumable import OnResume, Req, Resp, ResumableBase, etcd_watch_resume, log
+from .timers import cancelled_within
 
-__all__ = ["AsyncResumableStream", "resumable"]
-
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
+__all__ = ["ResumableStream", "etcd_watch_resume", "resumable"]
 
 
-class AsyncResumableStream(ResumableBase[Req, Resp]):
-    """An async iterator of responses that re-opens its stream after a failure (see
+class ResumableStream(ResumableBase[Req, Resp]):
+    """An iterator of responses that re-opens its stream after a failure (see
     :func:`resumable`). ``cancel()`` ends it for good."""
 
     def __init__(
@@ -46,7 +51,7 @@ class AsyncResumableStream(ResumableBase[Req, Resp]):
         self._it: AsyncIterator[Resp] | None = None
         self._cancelled = asyncio.Event()
 
-    def __aiter__(self) -> AsyncResumableStream[Req, Resp]:
+    def __aiter__(self) -> ResumableStream[Req, Resp]:
         return self
 
     async def __anext__(self) -> Resp:
@@ -69,9 +74,8 @@ class AsyncResumableStream(ResumableBase[Req, Resp]):
                 delay = self._failed(err)
                 if delay is None:
                     raise
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._cancelled.wait(), delay)
+                if delay > 0 and await cancelled_within(self._cancelled, delay):
+                    raise StopAsyncIteration from None
                 continue
             plan.delivered(msg)
             return msg
@@ -90,11 +94,24 @@ def resumable(
     codes: Iterable[str] = ("UNAVAILABLE",),
     max_failures: int = 10,
     on_resume: OnResume | None = None,
-) -> AsyncResumableStream[Req, Resp]:
-    """Async-iterate over a stream that is re-opened whenever it fails with a code in
-    ``codes`` (see :func:`eagle.resumable.resumable` for the arguments);
-    ``open_stream`` returns a ``grpc.aio`` call (or any async iterable of responses)."""
+) -> ResumableStream[Req, Resp]:
+    """Iterate over a stream that is re-opened whenever it fails with a code in
+    ``codes``.
+
+    ``open_stream(request)`` opens the stream (e.g. ``lambda r: stub.Watch(iter([r]))``
+    for a bidi method, ``stub.Subscribe`` for a server-streaming one) and returns an
+    iterable of responses. ``resume(request, response)`` returns the request that
+    re-opens the stream right after ``response``; it is called for every response the
+    caller receives. The first re-open after progress is immediate; repeated failures
+    back off, and after ``max_failures`` in a row the error is raised.
+    ``on_resume(error, request)`` is called before every re-open.
+    """
     plan: ResumePlan[Req, Resp] = ResumePlan(
         request, resume, codes=codes, max_failures=max_failures
     )
-    return AsyncResumableStream(open_stream, plan, on_resume)
+    log.debug("resumable stream from %r", request)
+    return ResumableStream(open_stream, plan, on_resume)
+
+
+#: the name this class had before eagle 0.2
+AsyncResumableStream = ResumableStream
