@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, CallReport, HedgeRound, Step
+from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, HedgeRound, Step
 from ..core.retry import Delivery
 from ..errors import inactive_error, sync_error
+from ..shell.attempts import LOCAL_CANCEL, Attempt, CallState, Outcome, abandoned_failure
 from ..shell.outcomes import attach_report, failure_of
 from .requests import RequestSource
 
@@ -43,70 +44,12 @@ __all__ = ["Attempt", "HedgedAttempt", "StreamCall", "SyncCall", "UnaryCall"]
 
 log = logging.getLogger("eagle.calls")
 
-#: grpc's details for a call the application cancelled
-LOCAL_CANCEL = "Locally cancelled by application!"
-
-
-class Attempt:
-    """One attempt in flight: grpc's call or future on one member.
-
-    The watchdog may :meth:`abort` it when its member leaves rotation; its outcome is
-    settled exactly once (``settled``), by whoever sees it end first.
-    """
-
-    __slots__ = ("abort_reason", "call", "endpoint", "settled", "started")
-
-    def __init__(self, call: Any, endpoint: str, started: float) -> None:
-        self.call = call
-        self.endpoint = endpoint
-        self.started = started
-        self.abort_reason: str | None = None
-        self.settled = False
-
-    def abort(self, reason: str) -> None:
-        """End the attempt because its member left rotation (called by the watchdog)."""
-        self.abort_reason = reason
-        call = self.call
-        if call is not None:
-            call.cancel()
-
-    def cancel(self) -> None:
-        """Cancel the attempt (the application cancelled the call)."""
-        call = self.call
-        if call is not None:
-            call.cancel()
-
-
-class Outcome:
-    """How one attempt ended: a response (``error`` None) or the error to raise if the
-    call ends with it, and the :class:`AttemptFailure` the core judges it by."""
-
-    __slots__ = ("attempt", "call", "error", "failure", "response")
-
-    def __init__(
-        self,
-        attempt: Attempt,
-        response: Any = None,
-        call: Any = None,
-        error: BaseException | None = None,
-        failure: AttemptFailure | None = None,
-    ) -> None:
-        self.attempt = attempt
-        self.response = response
-        self.call = call
-        self.error = error
-        self.failure = failure
-
 
 def _aborted(attempt: Attempt) -> Outcome:
     """The outcome of an attempt the watchdog abandoned: eagle's own UNAVAILABLE error,
     judged as a request that may have reached the server."""
-    reason = attempt.abort_reason or "eagle: attempt abandoned"
-    return Outcome(
-        attempt,
-        error=sync_error("UNAVAILABLE", reason),
-        failure=AttemptFailure("UNAVAILABLE", reason, Delivery.UNANSWERED, abandoned=True),
-    )
+    failure = abandoned_failure(attempt)
+    return Outcome(attempt, error=sync_error("UNAVAILABLE", failure.details or ""), failure=failure)
 
 
 def _outcome_of_future(attempt: Attempt) -> Outcome:
@@ -124,10 +67,10 @@ def _outcome_of_future(attempt: Attempt) -> Outcome:
     return Outcome(attempt, response=response, call=fut)
 
 
-class SyncCall:
+class SyncCall(CallState):
     """What every sync call object shares: the attempt loop and the call's end."""
 
-    _requests: RequestSource | None
+    _source_type = RequestSource
 
     def __init__(
         self,
@@ -140,27 +83,16 @@ class SyncCall:
         compression: Any,
         request_stream: bool,
     ) -> None:
-        self._h = handle
-        self._ch = handle._ch
-        self._drv = drv
-        self._opts = (metadata, credentials, wait_for_ready, compression)
-        if request_stream:
-            self._request = None
-            self._requests = RequestSource(
-                request, handle._serializer, self._ch.config.retry.buffer_size
-            )
-        else:
-            self._request = request
-            self._requests = None
+        super().__init__(
+            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
+        )
         self._lock = threading.Lock()
         self._cv: threading.Condition | None = None  # made when someone waits
-        self._attempt: Attempt | None = None
-        self._done = False
-        self._cancelled = False
-        self._response: Any = None
-        self._final: Any = None  # grpc's call of the attempt the call ended with
-        self._error: BaseException | None = None
         self._callbacks: list[Callable[[], None]] = []
+        self._begin()
+
+    def _begin(self) -> None:
+        """What a call kind sets up before its first attempt."""
 
     # ------------------------------------------------------------ the attempt loop
     def _run(self, inline: bool) -> None:
@@ -198,16 +130,6 @@ class SyncCall:
         else None (it reports through :meth:`_settle` when it ends)."""
         raise NotImplementedError
 
-    def _committed(self, attempt: Attempt) -> bool:
-        """True when the call must not be re-sent after ``attempt`` failed."""
-        requests = self._requests
-        return requests is not None and not requests.replayable
-
-    def _attempt_requests(self) -> Any:
-        """The request (or request iterator) a new attempt sends."""
-        requests = self._requests
-        return self._request if requests is None else requests.for_attempt()
-
     def _place(self, step: Step, call: Any) -> Attempt | None:
         """Make ``call`` the attempt in flight; None (and ``call`` cancelled) when the
         call ended meanwhile (the application cancelled it)."""
@@ -231,18 +153,7 @@ class SyncCall:
                 attempt.settled = True
                 return False
             attempt.settled = True
-        drv = self._drv
-        if outcome.error is None:
-            drv.succeeded()
-            self._finish(outcome.response, outcome.call, None)
-            return False
-        failure = outcome.failure
-        assert failure is not None
-        decision = drv.failed(failure, self._committed(attempt))
-        if decision.retry:
-            return True
-        self._finish(None, outcome.call, outcome.error)
-        return False
+        return self._decide(outcome)
 
     # ------------------------------------------------------------------ the end
     def _finish(self, response: Any, call: Any, error: BaseException | None) -> None:
@@ -303,30 +214,14 @@ class SyncCall:
         self._finish(None, None, None)
         return True
 
-    def eagle_report(self) -> CallReport:
-        """What eagle knows about this call (see :func:`eagle.call_info`)."""
-        return self._drv.report()
-
     # ---------------------------------------------------------- grpc.Call / Future
-    def cancelled(self) -> bool:
-        """True when the application cancelled the call."""
-        return self._cancelled
-
     def running(self) -> bool:
         """True while the call is in progress."""
         return not self._done
 
-    def done(self) -> bool:
-        """True once the call ended (success, error or cancellation)."""
-        return self._done
-
     def is_active(self) -> bool:
         """True while the call is in progress."""
         return not self._done
-
-    def time_remaining(self) -> float | None:
-        """Seconds left before the call's deadline, or None without one."""
-        return self._drv.time_remaining()
 
     def add_callback(self, callback: Callable[[], Any]) -> bool:
         """Call ``callback()`` when the call ends; False (not registered) when it already
@@ -442,21 +337,9 @@ class UnaryCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: ignor
     call sends a :class:`HedgedAttempt`.
     """
 
-    def __init__(
-        self,
-        handle: MultiCallable,
-        drv: CallDriver,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        request_stream: bool,
-    ) -> None:
-        super().__init__(
-            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
-        )
-        self._hedge = drv.hedge_delay() if not request_stream else None
+    def _begin(self) -> None:
+        drv = self._drv
+        self._hedge = drv.hedge_delay() if self._requests is None else None
         self._rescue = drv.plan.idempotent
 
     # ----------------------------------------------------------------- attempts
@@ -642,20 +525,9 @@ class StreamCall(SyncCall, grpc.RpcError, grpc.Call, grpc.Future):  # type: igno
     committed. The watchdog ends it with UNAVAILABLE when its member leaves rotation.
     """
 
-    def __init__(
-        self,
-        handle: MultiCallable,
-        drv: CallDriver,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        request_stream: bool,
-    ) -> None:
-        super().__init__(
-            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
-        )
+    _delivered = False  # a response reached the application: committed
+
+    def _begin(self) -> None:
         self._delivered = False
 
     @property

@@ -213,11 +213,6 @@ class MultiCallable(MethodHandle):
 
     __slots__ = ()
 
-    @property
-    def _serializer(self) -> Callable[[Any], bytes] | None:
-        ser: Callable[[Any], bytes] | None = self._mkey[2]
-        return ser
-
 
 class _UnaryResponse(MultiCallable):
     """Calls with one response (unary-unary, stream-unary)."""

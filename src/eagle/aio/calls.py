@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, CallReport, HedgeRound, Step
+from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, HedgeRound, Step
 from ..core.retry import Delivery
 from ..errors import aio_error
+from ..shell.attempts import LOCAL_CANCEL, Attempt, CallState, Outcome, abandoned_failure
 from ..shell.outcomes import attach_report, failure_of
 from .requests import RequestSource
 
@@ -37,73 +38,16 @@ __all__ = ["AioCall", "Attempt", "HedgedAttempt", "StreamCall", "UnaryCall"]
 
 log = logging.getLogger("eagle.aio.calls")
 
-#: grpc's details for a call the application cancelled
-LOCAL_CANCEL = "Locally cancelled by application!"
 _ALREADY_FINISHED = "RPC already finished."
 _HALF_CLOSED = 'RPC is half closed after calling "done_writing".'
 _API_STYLE = "The iterator and read/write APIs may not be mixed on a single RPC."
 
 
-class Attempt:
-    """One attempt in flight: grpc.aio's call on one member.
-
-    The watchdog may :meth:`abort` it when its member leaves rotation; its outcome is
-    settled exactly once (``settled``), by whoever sees it end first.
-    """
-
-    __slots__ = ("abort_reason", "call", "endpoint", "settled", "started")
-
-    def __init__(self, call: Any, endpoint: str, started: float) -> None:
-        self.call = call
-        self.endpoint = endpoint
-        self.started = started
-        self.abort_reason: str | None = None
-        self.settled = False
-
-    def abort(self, reason: str) -> None:
-        """End the attempt because its member left rotation (called by the watchdog)."""
-        self.abort_reason = reason
-        call = self.call
-        if call is not None:
-            call.cancel()
-
-    def cancel(self) -> None:
-        """Cancel the attempt (the application cancelled the call)."""
-        call = self.call
-        if call is not None:
-            call.cancel()
-
-
-class Outcome:
-    """How one attempt ended: a response (``error`` None) or the error to raise if the
-    call ends with it, and the :class:`AttemptFailure` the core judges it by."""
-
-    __slots__ = ("attempt", "call", "error", "failure", "response")
-
-    def __init__(
-        self,
-        attempt: Attempt,
-        response: Any = None,
-        call: Any = None,
-        error: BaseException | None = None,
-        failure: AttemptFailure | None = None,
-    ) -> None:
-        self.attempt = attempt
-        self.response = response
-        self.call = call
-        self.error = error
-        self.failure = failure
-
-
 def _aborted(attempt: Attempt) -> Outcome:
     """The outcome of an attempt the watchdog abandoned: eagle's own UNAVAILABLE error,
     judged as a request that may have reached the server."""
-    reason = attempt.abort_reason or "eagle: attempt abandoned"
-    return Outcome(
-        attempt,
-        error=aio_error("UNAVAILABLE", reason),
-        failure=AttemptFailure("UNAVAILABLE", reason, Delivery.UNANSWERED, abandoned=True),
-    )
+    failure = abandoned_failure(attempt)
+    return Outcome(attempt, error=aio_error("UNAVAILABLE", failure.details or ""), failure=failure)
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -112,10 +56,10 @@ def _consume(task: asyncio.Task[Any]) -> None:
         task.exception()
 
 
-class AioCall:
+class AioCall(CallState):
     """What every asyncio call object shares: the attempt loop and the call's end."""
 
-    _requests: RequestSource | None
+    _source_type = RequestSource
 
     def __init__(
         self,
@@ -128,26 +72,11 @@ class AioCall:
         compression: Any,
         request_stream: bool,
     ) -> None:
-        self._h = handle
-        self._ch = handle._ch
-        self._drv = drv
-        self._opts = (metadata, credentials, wait_for_ready, compression)
-        if request_stream:
-            self._request = None
-            self._requests = RequestSource(
-                request, handle._serializer, self._ch.config.retry.buffer_size
-            )
-        else:
-            self._request = request
-            self._requests = None
+        super().__init__(
+            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
+        )
         self._loop = asyncio.get_running_loop()
-        self._attempt: Attempt | None = None
         self._first: Attempt | None = None  # placed at creation, not yet awaited
-        self._done = False
-        self._cancelled = False
-        self._response: Any = None
-        self._final: Any = None  # grpc's call of the attempt the call ended with
-        self._error: BaseException | None = None
         self._callbacks: list[Callable[[Any], None]] = []
         self._ended: asyncio.Future[None] | None = None
         self._placed: asyncio.Future[None] | None = None
@@ -155,6 +84,13 @@ class AioCall:
         self._running = False  # the loop runs (inline or in _task)
         self._pausing: asyncio.Future[None] | None = None
         self._stashed: Step | None = None  # a first step that was not SEND
+        if self._ch._closed:
+            self._end_closed()
+            return
+        self._begin()
+
+    def _begin(self) -> None:
+        """What a call kind does at creation (grpc.aio starts a call at once)."""
 
     # ------------------------------------------------------------ the attempt loop
     async def _run(self) -> None:
@@ -214,16 +150,6 @@ class AioCall:
         finally:
             self._pausing = None
 
-    def _committed(self, attempt: Attempt) -> bool:
-        """True when the call must not be re-sent after ``attempt`` failed."""
-        requests = self._requests
-        return requests is not None and not requests.replayable
-
-    def _attempt_requests(self) -> Any:
-        """The request (or request iterator) a new attempt sends."""
-        requests = self._requests
-        return self._request if requests is None else requests.for_attempt()
-
     def _grpc_call(self, step: Step) -> Any:
         metadata, credentials, wait_for_ready, compression = self._opts
         return self._h._mc(step.endpoint)(
@@ -263,18 +189,7 @@ class AioCall:
             attempt.settled = True
             return False
         attempt.settled = True
-        drv = self._drv
-        if outcome.error is None:
-            drv.succeeded()
-            self._finish(outcome.response, outcome.call, None)
-            return False
-        failure = outcome.failure
-        assert failure is not None
-        decision = drv.failed(failure, self._committed(attempt))
-        if decision.retry:
-            return True
-        self._finish(None, outcome.call, outcome.error)
-        return False
+        return self._decide(outcome)
 
     def _spawn(self) -> None:
         """Run the loop in a task of its own (nobody may be awaiting the call)."""
@@ -350,26 +265,25 @@ class AioCall:
         self._finish(None, None, None)
         return True
 
-    def eagle_report(self) -> CallReport:
-        """What eagle knows about this call (see :func:`eagle.call_info`)."""
-        return self._drv.report()
+    # ------------------------------------------------- request streams, write style
+    async def write(self, request: Any) -> None:
+        """Send one request message (client-streaming and bidi calls made without a
+        request iterator)."""
+        await _write(self, request)
+
+    async def done_writing(self) -> None:
+        """Close the request side (write style)."""
+        await _done_writing(self)
+
+    @property
+    def _done_writing_flag(self) -> bool:
+        requests = self._requests
+        return requests is not None and bool(requests.done_writing)
 
     # --------------------------------------------------------------- grpc.aio.Call
     def cancel(self) -> bool:
         """Cancel the call at any moment; False when it already ended."""
         return self._cancel()
-
-    def cancelled(self) -> bool:
-        """True when the call was cancelled."""
-        return self._cancelled
-
-    def done(self) -> bool:
-        """True once the call ended."""
-        return self._done
-
-    def time_remaining(self) -> float | None:
-        """Seconds left before the call's deadline, or None without one."""
-        return self._drv.time_remaining()
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(self)`` when the call ends (at once when it already has)."""
@@ -489,25 +403,13 @@ class UnaryCall(AioCall, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):  # 
     :class:`HedgedAttempt`.
     """
 
-    def __init__(
-        self,
-        handle: MultiCallable,
-        drv: CallDriver,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        request_stream: bool,
-    ) -> None:
-        super().__init__(
-            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
-        )
-        self._hedge = drv.hedge_delay() if not request_stream else None
+    _hedge: float | None = None
+    _rescue = False
+
+    def _begin(self) -> None:
+        drv = self._drv
+        self._hedge = drv.hedge_delay() if self._requests is None else None
         self._rescue = drv.plan.idempotent
-        if self._ch._closed:
-            self._end_closed()
-            return
         step = drv.next_step()
         if step.kind is SEND:
             self._first = self._send(step)
@@ -558,20 +460,6 @@ class UnaryCall(AioCall, grpc.aio.UnaryUnaryCall, grpc.aio.StreamUnaryCall):  # 
         if self._error is not None:
             raise self._error
         return self._response
-
-    # ----------------------------------------------------- client-streaming writes
-    async def write(self, request: Any) -> None:
-        """Send one request message (write style, without a request iterator)."""
-        await _write(self, request)
-
-    async def done_writing(self) -> None:
-        """Close the request side (write style)."""
-        await _done_writing(self)
-
-    @property
-    def _done_writing_flag(self) -> bool:
-        requests = self._requests
-        return requests is not None and requests.done_writing
 
 
 class HedgedAttempt(Attempt):
@@ -654,25 +542,10 @@ class StreamCall(AioCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall): 
     committed. The watchdog ends it with UNAVAILABLE when its member leaves rotation.
     """
 
-    def __init__(
-        self,
-        handle: MultiCallable,
-        drv: CallDriver,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        request_stream: bool,
-    ) -> None:
-        super().__init__(
-            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
-        )
-        self._delivered = False
-        self._aiter: AsyncIterator[Any] | None = None
-        if self._ch._closed:
-            self._end_closed()
-            return
+    _delivered = False  # a response reached the application: committed
+    _aiter: AsyncIterator[Any] | None = None
+
+    def _begin(self) -> None:
         self._spawn()
 
     @property
@@ -789,20 +662,6 @@ class StreamCall(AioCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall): 
         if self._aiter is None:
             self._aiter = self._iterate()
         return self._aiter
-
-    # ------------------------------------------------------------ writing (bidi)
-    async def write(self, request: Any) -> None:
-        """Send one request message (write style, without a request iterator)."""
-        await _write(self, request)
-
-    async def done_writing(self) -> None:
-        """Close the request side (write style)."""
-        await _done_writing(self)
-
-    @property
-    def _done_writing_flag(self) -> bool:
-        requests = self._requests
-        return requests is not None and requests.done_writing
 
     def abort(self, reason: str) -> None:
         """End the stream's current attempt because its member left rotation."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -209,11 +209,6 @@ class MultiCallable(MethodHandle):
     _kind = ""
     _request_stream = False
     _call_type: type[Any] = UnaryCall
-
-    @property
-    def _serializer(self) -> Callable[[Any], bytes] | None:
-        ser: Callable[[Any], bytes] | None = self._mkey[2]
-        return ser
 
     def _for_method(self, method: str) -> MultiCallable:
         """The same multicallable for another method (an interceptor changed it)."""

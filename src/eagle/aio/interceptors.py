@@ -61,8 +61,13 @@ def _terminal(handle: MultiCallable, details: Any, request: Any) -> Any:
     )
 
 
-class _UnaryUnary(_grpc_interceptor.InterceptedUnaryUnaryCall):  # type: ignore[misc]
+class _EagleLink:
+    """Replaces the last link of grpc.aio's interceptor chain with eagle's call; every
+    other link (and everything else about the intercepted call) stays grpc.aio's."""
+
     _eagle: MultiCallable
+    #: grpc.aio keeps the call of a response-streaming chain for its own use
+    _keeps_last = False
 
     async def _run_interceptor(
         self,
@@ -74,31 +79,7 @@ class _UnaryUnary(_grpc_interceptor.InterceptedUnaryUnaryCall):  # type: ignore[
         request: Any,
     ) -> Any:
         if interceptors:
-            return await super()._run_interceptor(
-                interceptors,
-                method,
-                request_serializer,
-                response_deserializer,
-                client_call_details,
-                request,
-            )
-        return _terminal(self._eagle, client_call_details, request)
-
-
-class _UnaryStream(_grpc_interceptor.InterceptedUnaryStreamCall):  # type: ignore[misc]
-    _eagle: MultiCallable
-
-    async def _run_interceptor(
-        self,
-        interceptors: list[Any],
-        method: bytes,
-        request_serializer: Any,
-        response_deserializer: Any,
-        client_call_details: Any,
-        request: Any,
-    ) -> Any:
-        if interceptors:
-            return await super()._run_interceptor(
+            return await super()._run_interceptor(  # type: ignore[misc]
                 interceptors,
                 method,
                 request_serializer,
@@ -107,58 +88,25 @@ class _UnaryStream(_grpc_interceptor.InterceptedUnaryStreamCall):  # type: ignor
                 request,
             )
         call = _terminal(self._eagle, client_call_details, request)
-        self._last_returned_call_from_interceptors = call
+        if self._keeps_last:
+            self._last_returned_call_from_interceptors = call
         return call
 
 
-class _StreamUnary(_grpc_interceptor.InterceptedStreamUnaryCall):  # type: ignore[misc]
-    _eagle: MultiCallable
-
-    async def _run_interceptor(
-        self,
-        interceptors: list[Any],
-        method: bytes,
-        request_serializer: Any,
-        response_deserializer: Any,
-        client_call_details: Any,
-        request_iterator: Any,
-    ) -> Any:
-        if interceptors:
-            return await super()._run_interceptor(
-                interceptors,
-                method,
-                request_serializer,
-                response_deserializer,
-                client_call_details,
-                request_iterator,
-            )
-        return _terminal(self._eagle, client_call_details, request_iterator)
+class _UnaryUnary(_EagleLink, _grpc_interceptor.InterceptedUnaryUnaryCall):  # type: ignore[misc]
+    pass
 
 
-class _StreamStream(_grpc_interceptor.InterceptedStreamStreamCall):  # type: ignore[misc]
-    _eagle: MultiCallable
+class _UnaryStream(_EagleLink, _grpc_interceptor.InterceptedUnaryStreamCall):  # type: ignore[misc]
+    _keeps_last = True
 
-    async def _run_interceptor(
-        self,
-        interceptors: list[Any],
-        method: bytes,
-        request_serializer: Any,
-        response_deserializer: Any,
-        client_call_details: Any,
-        request_iterator: Any,
-    ) -> Any:
-        if interceptors:
-            return await super()._run_interceptor(
-                interceptors,
-                method,
-                request_serializer,
-                response_deserializer,
-                client_call_details,
-                request_iterator,
-            )
-        call = _terminal(self._eagle, client_call_details, request_iterator)
-        self._last_returned_call_from_interceptors = call
-        return call
+
+class _StreamUnary(_EagleLink, _grpc_interceptor.InterceptedStreamUnaryCall):  # type: ignore[misc]
+    pass
+
+
+class _StreamStream(_EagleLink, _grpc_interceptor.InterceptedStreamStreamCall):  # type: ignore[misc]
+    _keeps_last = True
 
 
 _CLASSES: dict[str, type[Any]] = {

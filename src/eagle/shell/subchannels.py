@@ -154,6 +154,12 @@ class MethodHandle:
         self._mcs: dict[str, tuple[SubChannel[Any], Any]] = {}
         self._extra: Metadata = call_metadata(ch.config.membership)
 
+    @property
+    def _serializer(self) -> Callable[[Any], bytes] | None:
+        """The method's request serializer (sizes request messages for replay)."""
+        ser: Callable[[Any], bytes] | None = self._mkey[2]
+        return ser
+
     def _mc(self, ep: str | None) -> Any:
         assert ep is not None
         sub = self._ch._sub(ep)
