@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, HedgeRound, Step
+from ..core.calls import FAIL, SEND, AttemptFailure, HedgeRound, Step
 from ..core.retry import Delivery
 from ..errors import inactive_error, sync_error
 from ..shell.attempts import LOCAL_CANCEL, Attempt, CallState, Outcome, abandoned_failure
@@ -38,7 +38,7 @@ from ..shell.outcomes import attach_report, failure_of
 from .requests import RequestSource
 
 if TYPE_CHECKING:
-    from .channel import MultiCallable
+    pass
 
 __all__ = ["Attempt", "HedgedAttempt", "StreamCall", "SyncCall", "UnaryCall"]
 
@@ -72,20 +72,7 @@ class SyncCall(CallState):
 
     _source_type = RequestSource
 
-    def __init__(
-        self,
-        handle: MultiCallable,
-        drv: CallDriver,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        request_stream: bool,
-    ) -> None:
-        super().__init__(
-            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
-        )
+    def _open(self) -> None:
         self._lock = threading.Lock()
         self._cv: threading.Condition | None = None  # made when someone waits
         self._callbacks: list[Callable[[], None]] = []

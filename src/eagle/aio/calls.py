@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..core.calls import FAIL, SEND, AttemptFailure, CallDriver, HedgeRound, Step
+from ..core.calls import FAIL, SEND, AttemptFailure, HedgeRound, Step
 from ..core.retry import Delivery
 from ..errors import aio_error
 from ..shell.attempts import LOCAL_CANCEL, Attempt, CallState, Outcome, abandoned_failure
@@ -32,7 +32,7 @@ from ..shell.outcomes import attach_report, failure_of
 from .requests import RequestSource
 
 if TYPE_CHECKING:
-    from .channel import MultiCallable
+    pass
 
 __all__ = ["AioCall", "Attempt", "HedgedAttempt", "StreamCall", "UnaryCall"]
 
@@ -61,20 +61,7 @@ class AioCall(CallState):
 
     _source_type = RequestSource
 
-    def __init__(
-        self,
-        handle: MultiCallable,
-        drv: CallDriver,
-        request: Any,
-        metadata: Any,
-        credentials: Any,
-        wait_for_ready: bool | None,
-        compression: Any,
-        request_stream: bool,
-    ) -> None:
-        super().__init__(
-            handle, drv, request, metadata, credentials, wait_for_ready, compression, request_stream
-        )
+    def _open(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._first: Attempt | None = None  # placed at creation, not yet awaited
         self._callbacks: list[Callable[[Any], None]] = []

@@ -120,6 +120,10 @@ class CallState:
         self._response: Any = None
         self._final: Any = None  # grpc's call of the attempt the call ended with
         self._error: BaseException | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """The shell's own set-up of a new call (then its first steps)."""
 
     def _committed(self, attempt: Attempt) -> bool:
         """True when the call must not be re-sent after ``attempt`` failed (a request
