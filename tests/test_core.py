@@ -31,6 +31,9 @@ class Clock:
 
 OK = ProbeOutcome(ProbeResult.SERVING, 0.001)
 DOWN = ProbeOutcome(ProbeResult.UNREACHABLE, 0.5, "probe DEADLINE_EXCEEDED")
+REFUSED = ProbeOutcome(
+    ProbeResult.UNREACHABLE, 0.001, "probe UNAVAILABLE: connection refused", connection_failed=True
+)
 DRAIN = ProbeOutcome(ProbeResult.NOT_SERVING, 0.001, "health: NOT_SERVING")
 
 
@@ -150,8 +153,7 @@ def test_healthy_first_then_panic() -> None:
 def test_no_member_fails_fast_naming_each_state() -> None:
     bal, _, eps = make()
     for e in eps:
-        bal.on_probe(e, DOWN)
-        bal.on_probe(e, DOWN)
+        bal.on_probe(e, REFUSED)
     drv = CallDriver(bal, "/s/m", timeout=1.0, wait_for_ready=False)
     step = drv.next_step()
     assert step.kind is FAIL and step.code == "UNAVAILABLE"
@@ -159,6 +161,22 @@ def test_no_member_fails_fast_naming_each_state() -> None:
         assert f"{e} UNREACHABLE" in step.details
     waiting = CallDriver(bal, "/s/m", timeout=1.0, wait_for_ready=True)
     assert waiting.next_step().kind is WAIT
+
+
+def test_panic_keeps_reachable_members_in_preference_order() -> None:
+    # fail fast only when no member can be connected to: members whose probes time out
+    # (frozen) or that are cut off from their cluster still get calls, the server answers
+    bal, _, eps = make()
+    a, b, c = eps
+    for e in eps:
+        bal.on_probe(e, DOWN)
+        bal.on_probe(e, DOWN)
+    assert {s.state for s in bal.snapshot().values()} == {State.UNREACHABLE}
+    assert {bal.pick("/s/m") for _ in range(30)} == set(eps)  # last resort: all of them
+    bal.on_probe(c, REFUSED)  # c's connection is down: never a candidate
+    assert {bal.pick("/s/m") for _ in range(30)} == {a, b}
+    bal.on_probe(a, DRAIN)  # a draining member still answers: preferred to frozen ones
+    assert {bal.pick("/s/m") for _ in range(30)} == {a}
 
 
 def test_exclude_moves_retries_to_another_member() -> None:

@@ -159,6 +159,11 @@ class OutlierConfig:
     failure_codes: tuple[str, ...] = _codes(
         "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN", "DATA_LOSS"
     )
+    #: when a successful health probe ends an ejection (Envoy's
+    #: ``successful_active_health_check_uneject_host``): ``recovered`` (a probe failed
+    #: during the ejection, then one succeeded), ``always`` (Envoy's literal rule: any
+    #: successful probe) or ``never`` (the ejection runs its time)
+    uneject_on_probe: str = _choice("recovered", "recovered", "always", "never")
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,7 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
             _, removed = self._balancer.update_endpoints(parsed)
             gone = self._pool.retire(removed)
         for sub in gone:
-            for stream in self._streams.to_abort_all(sub.key):
+            for stream in self._streams.take(sub.key):
                 stream.abort(f"eagle: member {sub.key} was removed")
             # calls already placed on it may finish; close it after a grace period
             self._timers.call_later(RETIRE_GRACE, functools.partial(self._close_retired, sub))

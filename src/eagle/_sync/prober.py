@@ -1,8 +1,12 @@
-"""The sync prober: a BackgroundScheduler tick that fires non-blocking health checks.
+"""The sync prober: a BackgroundScheduler job, armed for the next due time, that fires
+non-blocking health checks.
 
-Every tick asks the balancer which members are due and sends each a unary
-``grpc.health.v1.Health/Check`` future with its own deadline. Probes never wait on each
-other and use no thread per member: results arrive on grpc's callback threads.
+Each run asks the balancer which members are due and sends each a unary
+``grpc.health.v1.Health/Check`` future with its own deadline, then re-arms the job for the
+balancer's next wake-up (no fixed-rate tick: an idle channel wakes only when a probe is
+due). The job runs in the scheduler's own thread (APScheduler's ``DebugExecutor``: the run
+never blocks, so no thread pool is needed). Probes never wait on each other and use no
+thread per member: results arrive on grpc's callback threads.
 
 With ``membership.provider`` set, a due member also gets its membership view fetched
 (the provider's RPCs as futures with deadline ``membership.timeout``); the results go to
@@ -21,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from ..config import Config
@@ -29,7 +33,7 @@ from ..core.balancer import Balancer
 from ..core.health import ProbeOutcome, ProbeResult
 from ..providers.base import CallResult, MembershipProbe, ViewFetch
 from ..shell.probes import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
-from ..shell.scheduling import JOB_DEFAULTS, add_probe_tick, scheduler_logger
+from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
 
 __all__ = ["Prober"]
@@ -51,6 +55,7 @@ class Prober:
         self._lock = threading.Lock()
         self._stopped = False
         self._scheduler: BackgroundScheduler | None = None
+        self._timer: DueTimer | None = None
         #: membership probing (None when ``membership.provider`` is null)
         self.membership: MembershipProbe | None = MembershipProbe.for_balancer(balancer)
         #: applies discovery's member set (the channel sets its ``update_endpoints``)
@@ -60,18 +65,36 @@ class Prober:
     def start(self) -> None:
         """Start probing (first probes at once)."""
         sched = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1)},
+            executors={"default": DebugExecutor()},
             job_defaults=JOB_DEFAULTS,
             daemon=True,
             logger=scheduler_logger(),
         )
-        add_probe_tick(sched, self.tick, self._config)
+        self._timer = timer = DueTimer(sched, self.tick)
         self._scheduler = sched
+        sched.start()
+        self._bal.on_due = self.wake
+        timer.arm(time.monotonic())
+
+    def wake(self) -> None:
+        """Work became due earlier than planned: re-arm for the balancer's next wake-up."""
+        timer = self._timer
+        if timer is not None and not self._stopped:
+            timer.arm(self._bal.next_wakeup())
 
     def tick(self) -> None:
-        """Send the probes that are due now; run the balancer's time-driven work."""
+        """Send the probes that are due now, run the balancer's time-driven work, and
+        re-arm for the next wake-up."""
+        timer = self._timer
         if self._stopped:
             return
+        try:
+            self._tick()
+        finally:
+            if timer is not None and not self._stopped:
+                timer.arm(self._bal.next_wakeup())
+
+    def _tick(self) -> None:
         now = time.monotonic()
         mem = self.membership
         for key in self._bal.due_probes(now):
@@ -161,6 +184,10 @@ class Prober:
     def stop(self) -> None:
         """Stop the scheduler and cancel probes in flight. Idempotent."""
         self._stopped = True
+        if self._timer is not None:
+            self._timer.stop()
+        if self._bal.on_due == self.wake:
+            self._bal.on_due = None
         if self.membership is not None:
             self.membership.close()
         sched = self._scheduler

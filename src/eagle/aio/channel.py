@@ -97,7 +97,7 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         self._pool.add(parsed)
         _, removed = self._balancer.update_endpoints(parsed)
         for sub in self._pool.retire(removed):
-            for stream in self._streams.to_abort_all(sub.key):
+            for stream in self._streams.take(sub.key):
                 stream.abort(f"eagle: member {sub.key} was removed")
             # calls already placed on it may finish; close it after a grace period
             asyncio.get_running_loop().call_later(RETIRE_GRACE, self._close_retired, sub)

@@ -1,4 +1,5 @@
-"""The asyncio prober: an AsyncIOScheduler tick that starts one probe task per due member.
+"""The asyncio prober: an AsyncIOScheduler job, armed for the next due time, that starts
+one probe task per due member and re-arms for the balancer's next wake-up.
 
 The asyncio twin of :mod:`eagle._sync.prober`; the schedule and the verdicts come from
 the core, the membership fetch logic from :mod:`eagle.providers.base` (only the awaiting
@@ -20,7 +21,7 @@ from ..config import Config
 from ..core.balancer import Balancer
 from ..providers.base import CallResult, MembershipProbe, ProviderCall, ViewFetch
 from ..shell.probes import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
-from ..shell.scheduling import JOB_DEFAULTS, add_probe_tick, scheduler_logger
+from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
 
 __all__ = ["AioProber"]
@@ -40,6 +41,8 @@ class AioProber:
         self._request = health_request(config.health.service)
         self._tasks: set[asyncio.Task[None]] = set()
         self._scheduler: AsyncIOScheduler | None = None
+        self._timer: DueTimer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
         #: membership probing (None when ``membership.provider`` is null)
         self.membership: MembershipProbe | None = MembershipProbe.for_balancer(balancer)
@@ -48,18 +51,49 @@ class AioProber:
 
     def start(self) -> None:
         """Start probing in the running loop (first probes at once)."""
+        self._loop = loop = asyncio.get_running_loop()
         sched = AsyncIOScheduler(
-            event_loop=asyncio.get_running_loop(),
+            event_loop=loop,
             job_defaults=JOB_DEFAULTS,
             logger=scheduler_logger(),
         )
-        add_probe_tick(sched, self.tick, self._config)
+        self._timer = timer = DueTimer(sched, self.tick)
         self._scheduler = sched
+        sched.start()
+        self._bal.on_due = self.wake
+        timer.arm(time.monotonic())
+
+    def wake(self) -> None:
+        """Work became due earlier than planned: re-arm for the balancer's next wake-up
+        (thread-safe: the balancer may call it from another thread)."""
+        loop = self._loop
+        if loop is None or self._stopped or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._rearm()
+        else:
+            loop.call_soon_threadsafe(self._rearm)
+
+    def _rearm(self) -> None:
+        timer = self._timer
+        if timer is not None and not self._stopped:
+            timer.arm(self._bal.next_wakeup())
 
     async def tick(self) -> None:
-        """Start the probes that are due now; run the balancer's time-driven work."""
+        """Start the probes that are due now, run the balancer's time-driven work, and
+        re-arm for the next wake-up."""
         if self._stopped:
             return
+        try:
+            self._tick()
+        finally:
+            self._rearm()
+
+    def _tick(self) -> None:
         now = time.monotonic()
         mem = self.membership
         for key in self._bal.due_probes(now):
@@ -126,6 +160,10 @@ class AioProber:
     async def stop(self) -> None:
         """Stop the scheduler and cancel probes in flight. Idempotent."""
         self._stopped = True
+        if self._timer is not None:
+            self._timer.stop()
+        if self._bal.on_due == self.wake:
+            self._bal.on_due = None
         if self.membership is not None:
             self.membership.close()
         sched = self._scheduler

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from ..config import Config
 from ..endpoints import Endpoint
 from .calls import AttemptFailure
-from .health import HealthRecord, ProbeOutcome
+from .health import HealthRecord, ProbeOutcome, ProbeResult
 from .membership import MemberView, Verdict, check_view, judge_views, judging_config
 from .observers import Observer, ObserverSet
 from .outlier import OutlierDetector
@@ -44,6 +44,10 @@ log = logging.getLogger("eagle.balancer")
 #: the least deadline of a member's first probe, which also sets up its connection
 FIRST_PROBE_TIMEOUT = 1.0
 
+#: channels with at most this many members probe them together (one wake-up per
+#: interval); larger ones spread their probes over the interval
+ALIGNED_MEMBERS = 16
+
 #: what a member cut off from its cluster answers calls with (etcd: "etcdserver: no leader")
 _NO_LEADER = "no leader"
 
@@ -65,6 +69,7 @@ class Stats:
 
 class _Member:
     __slots__ = (
+        "conn_down",
         "due",
         "health",
         "key",
@@ -83,6 +88,7 @@ class _Member:
         self.state = State.UNKNOWN
         self.since = now
         self.due = 0.0  # when the next probe is due (the live entry of the probe heap)
+        self.conn_down = False  # what the pickers last saw of health.connection_down
         self.probing = 0  # probes in flight
         self.probes_sent = 0
         self.view: MemberView | None = None
@@ -135,6 +141,10 @@ class Balancer:
         self._infos: dict[str, CallInfo] = {}
         self._retry_off = config.retry.mode == "off"
         self._idempotent_cache: dict[str, bool] = {}
+        #: called (outside the lock) when time-driven work became due earlier than planned
+        #: (a probe wanted at once, an ejection or a "no leader" verdict with an end): the
+        #: prober re-arms its timer for :meth:`next_wakeup`
+        self.on_due: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ members
     def _add(self, ep: Endpoint, now: float) -> None:
@@ -170,6 +180,8 @@ class Balancer:
             self.outlier.set_endpoints(self._members)
             if added or removed:
                 self._version += 1
+        if added:
+            self._notify_due()
         return added, removed
 
     # ---------------------------------------------------------------- listeners
@@ -225,6 +237,9 @@ class Balancer:
 
     def _refresh(self, m: _Member, now: float, out: list[Transition], why: str = "") -> None:
         new, reason = self._effective(m, now)
+        if m.health.connection_down is not m.conn_down:
+            m.conn_down = m.health.connection_down
+            self._version += 1  # the pickers' candidates depend on it
         if new is not m.state:
             out.append(Transition(m.key, m.state, new, now, why or reason))
             m.state = new
@@ -269,6 +284,7 @@ class Balancer:
                 if v is not None
                 else None
             ),
+            connection_down=h.connection_down,
         )
 
     # ------------------------------------------------------------------- probes
@@ -302,30 +318,65 @@ class Balancer:
         """Probe ``key`` at once rather than at its planned time."""
         with self._lock:
             m = self._members.get(key)
-            if m is not None and m.due > self.clock():
-                self._schedule(key, self.clock())
+            if m is None or m.due <= self.clock():
+                return
+            self._schedule(key, self.clock())
+        self._notify_due()
+
+    def _notify_due(self) -> None:
+        cb = self.on_due
+        if cb is not None:
+            try:
+                cb()
+            except Exception:
+                log.exception("eagle: on_due callback failed")
+
+    def next_wakeup(self) -> float | None:
+        """When the prober must next run (balancer clock): the next probe due, the end of an
+        ejection or of a "no leader" verdict, or the outlier detector's periodic rules."""
+        with self._lock:
+            top = self._live_top()
+            times = [top[0]] if top is not None else []
+            times.extend(until for until, _ in self._passive.values())
+            sweep = self.outlier.next_event()
+            if sweep is not None:
+                times.append(sweep)
+        return min(times) if times else None
 
     def due_probes(self, now: float) -> list[str]:
         """Members whose probe is due at ``now`` (counted as in flight).
 
-        Every member is probed at once when it joins; its second probe comes at a random
-        phase of the interval, so a large channel's probes spread evenly over time instead
-        of arriving in bursts. After that, each probe is planned ``interval`` +- jitter
-        after the previous due time (no drift). A member has at most
-        ``ceil(timeout / interval)`` probes in flight, so an interval shorter than the
-        timeout still probes every interval; a late probe never piles up more.
+        Every member is probed at once when it joins. In a small channel (up to
+        :data:`ALIGNED_MEMBERS` members) the members are probed together, and probes due
+        within ``jitter`` x ``interval`` of ``now`` go out with them, so the prober wakes
+        about once per interval, whatever the jitter did to the members' phases; a large
+        channel's second probes come at random phases of the interval instead, so its
+        probes spread evenly over time rather than arriving in bursts. Each probe is
+        planned ``interval`` +- jitter after the previous due time (no drift). A member has
+        at most ``ceil(timeout / interval)`` probes in flight, so an interval shorter than
+        the timeout still probes every interval; a late probe never piles up more.
         """
         h = self.config.health
         out: list[str] = []
         with self._lock:
+            aligned = len(self._members) <= ALIGNED_MEMBERS
+            horizon = now + (h.interval * h.jitter if aligned else 0.0)
+            # members probed together stay together: one jitter draw and one base time
+            # for all of them (the jitter still decorrelates one client from another)
+            shared = h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
+            base: float | None = None
             due = self._due
             while True:
                 top = self._live_top()
-                if top is None or top[0] > now:
+                if top is None or top[0] > horizon:
                     break
                 at, _, key = heapq.heappop(due)
                 m = self._members[key]
-                if m.probes_sent == 0:
+                if aligned:
+                    if base is None:
+                        base = at  # the earliest due time: no drift, even when early
+                    nxt = base + shared
+                elif m.probes_sent == 0:
                     nxt = at + h.interval * (0.5 + self.rng.random())
                 else:
                     nxt = at + h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
@@ -359,6 +410,9 @@ class Balancer:
                 m.probing -= 1
             previous = m.health.last_error
             m.health.apply(outcome, now)
+            serving = outcome.result is ProbeResult.SERVING
+            if self.outlier.on_health(key, serving, now):
+                self._refresh(m, now, out, "ejection ended: a health probe succeeded")
             self._refresh(m, now, out)
         if outcome.error and outcome.error != previous:
             # one warning per distinct problem that took the member out, not one per probe
@@ -537,6 +591,8 @@ class Balancer:
                 m = self._members.get(endpoint)
                 if m is not None:
                     self._refresh(m, now, out, ej.reason)
+        if ej is not None:
+            self._notify_due()
         self._fire(out)
 
     def release(self, endpoint: str, latency: float | None = None) -> None:
@@ -578,6 +634,7 @@ class Balancer:
             if m is None or m.health.state is State.UNREACHABLE:
                 return
             m.health.force_down(error, now)
+            self.outlier.on_health(endpoint, False, now)
             self._refresh(m, now, out)
         log.warning("member %s: %s", endpoint, error)
         self._fire(out)
@@ -604,6 +661,7 @@ class Balancer:
                 return
             self._passive[endpoint] = (now + ttl, f"calls answer: {details}")
             self._refresh(m, now, out)
+        self._notify_due()
         self._fire(out)
 
     def _consecutive_pending(self, endpoint: str) -> bool:

@@ -25,11 +25,14 @@ class ProbeResult(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ProbeOutcome:
-    """The outcome of one health probe."""
+    """The outcome of one health probe. ``connection_failed``: the probe could not even
+    connect (refused, no route): the member is out at once, not after
+    ``unhealthy_threshold`` misses."""
 
     result: ProbeResult
     latency: float
     error: str | None = None
+    connection_failed: bool = False
 
 
 def classify_probe(
@@ -123,6 +126,11 @@ class HealthRecord:
                 self.state = State.SERVING
                 self.last_error = None
             self.connection_down = False
+            return self.state
+        if outcome.connection_failed:
+            self.consecutive_failures += 1
+            self.force_down(outcome.error or "probe: connection failed", now)
+            self.last_error = outcome.error
             return self.state
         self.consecutive_successes = 0
         self.consecutive_failures += 1

@@ -34,7 +34,14 @@ class Ejection:
 
 
 class _Counters:
-    __slots__ = ("consecutive", "ejected_until", "failures", "successes", "times")
+    __slots__ = (
+        "consecutive",
+        "down_while_ejected",
+        "ejected_until",
+        "failures",
+        "successes",
+        "times",
+    )
 
     def __init__(self) -> None:
         self.consecutive = 0
@@ -42,6 +49,8 @@ class _Counters:
         self.failures = 0
         self.times = 0
         self.ejected_until: float | None = None
+        #: a health probe failed (or the connection did) since the ejection began
+        self.down_while_ejected = False
 
 
 class OutlierDetector:
@@ -101,7 +110,44 @@ class OutlierDetector:
         )
         c.ejected_until = now + span
         c.consecutive = 0
+        c.down_while_ejected = False
         return Ejection(ep, c.ejected_until, c.times, reason)
+
+    def next_event(self) -> float | None:
+        """When the detector next has time-driven work: an ejection ends, or the periodic
+        rules run (only while some member has calls counted or an ejection)."""
+        ends = [c.ejected_until for c in self._c.values() if c.ejected_until is not None]
+        busy = ends or any(c.successes or c.failures or c.times for c in self._c.values())
+        if busy:
+            ends.append(self._next_sweep)
+        return min(ends) if ends else None
+
+    def on_health(self, endpoint: str, serving: bool, now: float) -> bool:
+        """Fold in a health signal (a probe, or a connection failure) for ``endpoint``;
+        True when it ends the member's ejection.
+
+        Envoy un-ejects a host that passes an active health check
+        (``successful_active_health_check_uneject_host``, default true; see Envoy's
+        ``OutlierDetection`` in ``config/cluster/v3/outlier_detection.proto``) and clears its
+        counters. eagle probes far more often than Envoy's usual health-check interval, so
+        by default (``uneject_on_probe: recovered``) a successful probe ends an ejection
+        only after a probe failed during it: the member went down and came back (a crash
+        and restart, a freeze and resume). ``always`` is Envoy's literal rule; it also
+        ends ejections of members that pass probes but fail calls, within one interval.
+        """
+        c = self._c.get(endpoint)
+        if c is None or c.ejected_until is None or now >= c.ejected_until:
+            return False
+        if not serving:
+            c.down_while_ejected = True
+            return False
+        mode = self.cfg.uneject_on_probe
+        if mode == "never" or (mode == "recovered" and not c.down_while_ejected):
+            return False
+        c.ejected_until = None
+        c.consecutive = c.successes = c.failures = 0
+        c.down_while_ejected = False
+        return True
 
     def record(self, endpoint: str, code: str, now: float) -> Ejection | None:
         """Fold in one call outcome; returns an ejection when the consecutive rule fires."""

@@ -158,31 +158,56 @@ class Picker:
 PickerBuilder = Callable[[PickContext], Picker]
 
 
+#: panic mode's preference among members that are not SERVING, best first: members not
+#: probed yet, ejected ones (outlier detection, not health), draining ones (they still
+#: answer), cut-off ones (PARTITIONED: connected, and the server answers for itself), and
+#: last members whose probes time out but whose connection is up (a frozen server: a
+#: call may wait until its deadline, as it would on a plain channel)
+PANIC_ORDER: tuple[State, ...] = (
+    State.UNKNOWN,
+    State.EJECTED,
+    State.NOT_SERVING,
+    State.PARTITIONED,
+    State.UNREACHABLE,
+)
+
+
 def candidates_for(
     snapshot: StatusSnapshot, panic_threshold: float
 ) -> tuple[tuple[str, ...], bool]:
     """Healthy-first candidates and whether panic mode is on.
 
-    SERVING members when they exist; before the first probe answers, UNKNOWN members too.
-    When fewer than ``panic_threshold`` of members are SERVING, spread over every member not
-    known to be down (Envoy / Finagle panic): all but UNREACHABLE and PARTITIONED.
+    SERVING members when at least ``panic_threshold`` of the members are SERVING; before
+    the first probe answers, UNKNOWN members too. Otherwise (panic, as in Envoy and
+    Finagle) calls spread over the SERVING members and those of the best state that can
+    still be reached, in :data:`PANIC_ORDER`: a call goes to a member and the server
+    answers for itself rather than failing in the client. Only members no call can reach
+    (their connection is down) are never candidates, so a call fails fast only when grpc
+    would: no member can be connected to.
     """
     serving: list[str] = []
-    usable: list[str] = []
-    unknown: list[str] = []
+    by_state: dict[State, list[str]] = {}
     for key, st in snapshot.items():
         state = st.state
         if state is State.SERVING:
             serving.append(key)
-        elif state is State.UNKNOWN:
-            unknown.append(key)
-        if state is not State.UNREACHABLE and state is not State.PARTITIONED:
-            usable.append(key)
+        elif not st.connection_down:
+            by_state.setdefault(state, []).append(key)
     total = len(snapshot)
     if serving and len(serving) >= panic_threshold * total:
         return tuple(serving), False
-    if not serving and unknown and len(unknown) == len(usable):
+    unknown = by_state.get(State.UNKNOWN, [])
+    if not serving and unknown and len(unknown) == total:
         return tuple(unknown), False  # nothing probed yet: a new channel is usable at once
+    usable = list(serving)
+    for state in PANIC_ORDER:
+        members = by_state.get(state)
+        if members:
+            if usable and state in (State.PARTITIONED, State.UNREACHABLE):
+                break  # better members exist: cut-off and frozen ones only as a last resort
+            usable.extend(members)
+            if state in (State.PARTITIONED, State.UNREACHABLE):
+                break
     return tuple(usable), True
 
 

@@ -228,7 +228,9 @@ class AttemptPlan:
         * :attr:`Delivery.NOT_SENT` attempts are re-sent at once, whatever the method and
           ``retry.mode`` (gRPC A6 transparent retries).
         * :attr:`Delivery.REJECTED` attempts (the server proved it did not apply them)
-          are re-sent after a backoff, whatever the method, unless retries are off.
+          are re-sent after a backoff, whatever the method, unless retries are off; they
+          are bounded by the deadline and the budget, not by ``max_attempts`` (a cluster
+          may need seconds to elect a leader).
         * Others are retried only in ``retry.mode`` eagle, for idempotent methods with a
           retryable code (a per-try timeout counts as retryable).
 
@@ -237,7 +239,7 @@ class AttemptPlan:
         """
         if committed:
             return _GIVE_UP[GiveUp.COMMITTED]
-        if self.attempts >= self.max_attempts:
+        if self.attempts >= self.max_attempts and delivery is not Delivery.REJECTED:
             return _GIVE_UP[GiveUp.MAX_ATTEMPTS]
         mode = self.cfg.mode
         if delivery is not Delivery.NOT_SENT:

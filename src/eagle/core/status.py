@@ -49,6 +49,9 @@ class EndpointStatus:
         term: the member's term (membership on), or None.
         member_id: the member's own id (membership on), or None.
         verdict: the membership verdict text, or None.
+        connection_down: True when a connection to the member failed or was lost (refused,
+            reset, grpc's TRANSIENT_FAILURE) and no probe has succeeded since: no call can
+            reach it.
     """
 
     endpoint: str
@@ -65,6 +68,7 @@ class EndpointStatus:
     term: int | None = None
     member_id: str | None = None
     verdict: str | None = None
+    connection_down: bool = False
 
     @property
     def serving(self) -> bool:

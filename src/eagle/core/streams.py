@@ -6,15 +6,50 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from .status import State, Transition
+from .status import State, StatusSnapshot, Transition
 
-__all__ = ["LEAVING_STATES", "RESCUE_STATES", "AbortableStream", "StreamRegistry"]
+__all__ = [
+    "LEAVING_STATES",
+    "RESCUE_STATES",
+    "AbortableStream",
+    "StreamRegistry",
+    "members_to_leave",
+]
 
 #: states that end the streams riding on a member
 LEAVING_STATES = frozenset({State.PARTITIONED, State.UNREACHABLE, State.NOT_SERVING, State.EJECTED})
 #: states that abandon unary attempts in flight on a member (and retry them elsewhere when
 #: safe). Not NOT_SERVING: a draining member still finishes the calls it has.
 RESCUE_STATES = frozenset({State.PARTITIONED, State.UNREACHABLE, State.EJECTED})
+
+
+def members_to_leave(t: Transition, snapshot: StatusSnapshot) -> list[tuple[str, str]]:
+    """The members whose streams (and rescuable attempts) the watchdog ends after
+    transition ``t``, each with the reason to give.
+
+    Moving a stream only helps when another member serves: when ``t`` takes a member out
+    of SERVING while another member is SERVING, its streams end so they can resume there.
+    When no member serves (a cluster-wide election, say), streams stay where they are, as
+    they would on a plain channel; they move as soon as a member serves again.
+    """
+    others_serve = any(
+        st.state is State.SERVING for key, st in snapshot.items() if key != t.endpoint
+    )
+    if t.new in LEAVING_STATES:
+        if not others_serve:
+            return []
+        return [(t.endpoint, f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")]
+    if t.new is State.SERVING:
+        return [
+            (
+                key,
+                f"eagle: member {key} is {st.state} ({st.last_error or st.verdict or '-'}) "
+                f"and {t.endpoint} serves again",
+            )
+            for key, st in snapshot.items()
+            if key != t.endpoint and st.state in LEAVING_STATES
+        ]
+    return []
 
 
 class AbortableStream(Protocol):
@@ -44,12 +79,14 @@ class StreamRegistry:
             if attempts is not None:
                 attempts.discard(attempt)
 
-    def attempts_to_abort(self, t: Transition) -> list[AbortableStream]:
-        """Unary attempts to abandon for transition ``t`` (they will be retried)."""
-        if t.new not in RESCUE_STATES:
+    def take_attempts(self, endpoint: str, state: State) -> list[AbortableStream]:
+        """Unary attempts on ``endpoint`` to abandon now that it is in ``state`` (they will
+        be retried elsewhere): none for a draining (NOT_SERVING) member, which still
+        finishes its calls."""
+        if state not in RESCUE_STATES:
             return []
         with self._lock:
-            return list(self._attempts.pop(t.endpoint, ()))
+            return list(self._attempts.pop(endpoint, ()))
 
     def add(self, endpoint: str, stream: AbortableStream) -> None:
         """Register an open stream on ``endpoint``."""
@@ -70,16 +107,7 @@ class StreamRegistry:
                 return len(self._by_member.get(endpoint, ()))
             return sum(len(s) for s in self._by_member.values())
 
-    def to_abort_all(self, endpoint: str) -> list[AbortableStream]:
-        """Take every stream of ``endpoint`` out of the registry (member removed)."""
+    def take(self, endpoint: str) -> list[AbortableStream]:
+        """Take every stream of ``endpoint`` out of the registry (they are about to end)."""
         with self._lock:
             return list(self._by_member.pop(endpoint, ()))
-
-    def to_abort(self, t: Transition) -> tuple[list[AbortableStream], str]:
-        """The streams to end for transition ``t`` and the reason to give them."""
-        if t.new not in LEAVING_STATES:
-            return [], ""
-        with self._lock:
-            streams = list(self._by_member.pop(t.endpoint, ()))
-        reason = f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})"
-        return streams, reason

@@ -12,7 +12,7 @@ import grpc
 from ..config import Config, load_config
 from ..core.balancer import Balancer
 from ..core.status import State, StatusSnapshot, Transition
-from ..core.streams import StreamRegistry
+from ..core.streams import StreamRegistry, members_to_leave
 from ..endpoints import Endpoint, parse_endpoints
 from .forking import ForkedChannelError, generation
 from .options import subchannel_options
@@ -108,13 +108,16 @@ class ChannelBase:
         return self._closed
 
     def _on_transition(self, t: Transition) -> None:
-        """The watchdog: end streams and abandon rescuable attempts on a member that left."""
-        streams, reason = self._streams.to_abort(t)
-        for s in streams:
-            self._balancer.mark_stream_move(t.endpoint, reason)
-            s.abort(reason)
-        for attempt in self._streams.attempts_to_abort(t):
-            attempt.abort(f"eagle: member {t.endpoint} left rotation: {t.new} ({t.reason})")
+        """The watchdog: end streams and abandon rescuable attempts on members they should
+        leave (see :func:`eagle.core.streams.members_to_leave`)."""
+        snapshot = self._balancer.snapshot()
+        registry = self._streams
+        for endpoint, reason in members_to_leave(t, snapshot):
+            for s in registry.take(endpoint):
+                self._balancer.mark_stream_move(endpoint, reason)
+                s.abort(reason)
+            for attempt in registry.take_attempts(endpoint, snapshot[endpoint].state):
+                attempt.abort(reason)
         self._changed()
 
     def _changed(self) -> None:

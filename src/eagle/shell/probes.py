@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from grpc_health.v1 import health_pb2
 
 from ..core.health import ProbeOutcome, ProbeResult, classify_probe
+from ..core.retry import Delivery
+from .outcomes import delivery_of
 from .subchannels import MethodKey
 
 __all__ = [
@@ -49,5 +52,9 @@ def outcome_of_error(exc: BaseException, latency: float) -> ProbeOutcome:
     if callable(code) and callable(getattr(exc, "details", None)):
         status = code()
         name = status.name if status is not None else "UNKNOWN"
-        return classify_probe(name, None, exc.details(), latency)  # type: ignore[attr-defined]
+        details = exc.details()  # type: ignore[attr-defined]
+        outcome = classify_probe(name, None, details, latency)
+        if delivery_of(name, details) is Delivery.NOT_SENT:
+            return dataclasses.replace(outcome, connection_failed=True)
+        return outcome
     return ProbeOutcome(ProbeResult.UNREACHABLE, latency, f"probe failed: {exc!r}")
