@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, is_hypothesis_test, settings
@@ -74,6 +75,33 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonInteractiveExampleWarning)
             st.characters().example()
+
+
+#: set by .ci/run: a skipped test is a missing dependency there, not a pass
+_FAIL_ON_SKIP = os.environ.get("EAGLE_FAIL_ON_SKIP", "") not in ("", "0")
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With ``EAGLE_FAIL_ON_SKIP=1`` a run that skipped a test fails (exit status 1).
+
+    A run with no tests already fails on its own (pytest's exit status 5).
+    """
+    if _FAIL_ON_SKIP and _skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FAIL_ON_SKIP and _skipped:
+        terminalreporter.section("EAGLE_FAIL_ON_SKIP", red=True)
+        terminalreporter.write_line(f"{len(_skipped)} test(s) skipped, which fails this run:")
+        for nodeid in _skipped:
+            terminalreporter.write_line(f"  {nodeid}")
 
 
 @pytest.fixture(autouse=True)
