@@ -240,11 +240,18 @@ def test_partition_follower(cluster: EtcdCluster, channels: list[grpc.Channel]) 
         # the majority side still has a leader and takes writes
         rev1 = put(ok, "harness/p", "during", timeout=10)
         assert rev1 > rev0
-        # the cut member's linearizable read hangs until the deadline...
+        # the cut member's linearizable read hangs until the deadline. Which side reports
+        # it is a race: grpc's client timer (DEADLINE_EXCEEDED), or etcd's handler, whose
+        # context carries the same deadline (grpc-timeout) and which returns Go's context
+        # error as UNKNOWN "context deadline exceeded" (etcd 3.4; seen in 4 of 12 runs with
+        # the test process starved on a loaded core). Either way: no answer before it.
         t_get = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
             get(cut, "harness/p", timeout=1.0)
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        code, details = err.value.code(), err.value.details() or ""
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+            code == grpc.StatusCode.UNKNOWN and details == "context deadline exceeded"
+        ), (code, details)
         assert time.monotonic() - t_get >= 0.9
         # ...its serializable read is stale: raft traffic really is cut both ways
         assert get(cut, "harness/p", serializable=True, timeout=5) == (b"before", rev0)
