@@ -37,7 +37,7 @@ from eagle.testing.cluster import LocalCluster
 from eagle.testing.spawn_guard import SpawnGuard
 
 _HYPOTHESIS_CI = settings.get_profile("ci")
-settings.register_profile("eagle-dev", deadline=None)
+settings.register_profile("eagle-dev", parent=settings.get_profile("default"), deadline=None)
 settings.register_profile(
     "eagle-ci",
     parent=_HYPOTHESIS_CI,
