@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# what `make test` runs pytest on (e.g. make test TESTS=tests/test_config.py)
+TESTS ?= tests
 
 .PHONY: demo test lint typecheck unit protos check-protos unasync check-unasync bench bench-quick soak clean venv
 
@@ -37,7 +39,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict src/eagle
 
 test: $(STAMP) check-protos check-unasync lint typecheck
-	$(PY) -m pytest -ra -q tests
+	$(PY) -m pytest -ra -q $(TESTS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 
 import eagle.ops.cli
 from eagle.testing.cluster import LocalCluster
+from eagle.testing.processes import find_tool
 
 _SCRIPT = Path(sys.executable).with_name("eagle")
 EAGLE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "eagle.ops.cli"]
@@ -197,7 +197,7 @@ def test_status_watch_count(members: Members) -> None:
 
 def test_watch_live_in_a_terminal(members: Members) -> None:
     """--watch redraws in place on a terminal and stops cleanly on Ctrl-C (SIGINT)."""
-    tmux = shutil.which("tmux")
+    tmux = find_tool("tmux")  # an absolute path, as the harnesses find their tools
     assert tmux is not None, "tmux is needed (.ci/run installs it: apt-get install tmux)"
     import time
 

@@ -23,6 +23,7 @@ from eagle.testing.etcd import (
     CHAIN_IN,
     CHAIN_OUT,
     EtcdCluster,
+    EtcdClusterError,
     cleanup_iptables,
     etcd_unavailable_reason,
     get,
@@ -31,6 +32,7 @@ from eagle.testing.etcd import (
     status,
     watch,
 )
+from eagle.testing.processes import find_tool, thread_states
 
 _REASON = etcd_unavailable_reason()
 pytestmark = [
@@ -39,15 +41,21 @@ pytestmark = [
 ]
 
 
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run iptables by the absolute path the harness uses (sbin may not be on PATH)."""
+    exe = find_tool("iptables")
+    assert exe is not None, "iptables not found"
+    return subprocess.run([exe, "-w", "5", *args], capture_output=True, text=True, check=check)
+
+
 def _iptables_rules() -> str:
-    return subprocess.run(
-        ["iptables", "-w", "5", "-S"], capture_output=True, text=True, check=True
-    ).stdout
+    return _iptables("-S").stdout
 
 
 def _assert_no_eagle_chains() -> None:
+    # only this process's chains: another test run on the machine may partition its own
     rules = _iptables_rules()
-    assert "EAGLE" not in rules, rules
+    assert CHAIN_IN not in rules and CHAIN_OUT not in rules, rules
 
 
 def _pid_alive(pid: int) -> bool:
@@ -78,15 +86,28 @@ def channels(cluster: EtcdCluster) -> Iterator[list[grpc.Channel]]:
         ch.close()
 
 
-def _wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
-    """Poll ``pred()`` until true; return the seconds it took. Fails the test on timeout."""
+def _wait_for(pred: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
+    """Poll ``pred()`` until true; return the seconds it took. Fails the test on timeout.
+
+    A :class:`grpc.RpcError` from ``pred`` counts as "not yet": on a busy machine a single
+    call to a member can miss its deadline without the condition being wrong.
+    """
     t0 = time.monotonic()
+    last = ""
     while True:
-        if pred():
-            return time.monotonic() - t0
+        try:
+            if pred():
+                return time.monotonic() - t0
+        except grpc.RpcError as e:
+            last = f" (last error {e.code()}: {e.details()})"
         if time.monotonic() - t0 > timeout:
-            pytest.fail(f"condition not met within {timeout} s")
+            pytest.fail(f"{what}: not within {timeout} s{last}")
         time.sleep(interval)
+
+
+def _leader(ch: grpc.Channel) -> int:
+    """The leader the member behind ``ch`` reports (0: none)."""
+    return int(status(ch, timeout=2).leader)
 
 
 def test_members_run_as_their_own_users(cluster: EtcdCluster, channels: list[grpc.Channel]) -> None:
@@ -175,12 +196,16 @@ def test_partition_follower(cluster: EtcdCluster, channels: list[grpc.Channel]) 
     f = cluster.followers()[0]
     other = next(i for i in range(3) if i != f)
     cut, ok = channels[f], channels[other]
-    rev0 = put(ok, "harness/p", "before")
-    _wait_for(lambda: get(cut, "harness/p", serializable=True)[0] == b"before", 5)
+    rev0 = put(ok, "harness/p", "before", timeout=10)
+    _wait_for(
+        lambda: get(cut, "harness/p", serializable=True, timeout=2)[0] == b"before",
+        10,
+        "the member to cut applied the first put",
+    )
 
     # a watch that asks for a leader (clientv3's WithRequireLeader) on the member to be cut
     hl_call, hl_events = watch(cut, "harness/p", metadata=[("hasleader", "true")])
-    hl_end: list[tuple[grpc.StatusCode, str, float]] = []
+    hl_end: list[tuple[grpc.StatusCode | None, str, float]] = []
 
     def consume() -> None:
         try:
@@ -188,9 +213,15 @@ def test_partition_follower(cluster: EtcdCluster, channels: list[grpc.Channel]) 
                 pass
         except grpc.RpcError as e:
             hl_end.append((e.code(), e.details() or "", time.monotonic()))
+        except EtcdClusterError as e:  # etcd canceled the watch instead: the test says so
+            hl_end.append((None, str(e), time.monotonic()))
 
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
+
+    def no_leader() -> bool:
+        st = status(cut, timeout=2)
+        return st.leader == 0 and "etcdserver: no leader" in list(st.errors)
 
     t0 = time.monotonic()
     cluster.partition(f)
@@ -199,32 +230,38 @@ def test_partition_follower(cluster: EtcdCluster, channels: list[grpc.Channel]) 
         assert f"-A INPUT -j {CHAIN_IN}" in rules and f"-A OUTPUT -j {CHAIN_OUT}" in rules
         assert cluster.members[f].partitioned
 
-        # the cut member notices within ~2 s (measured ~1.6 s): leader 0 + "no leader"
-        took = _wait_for(lambda: status(cut, timeout=1).leader == 0, 5)
-        st = status(cut, timeout=1)
-        assert st.leader == 0 and "etcdserver: no leader" in list(st.errors)
+        # the cut member notices (measured ~1.6 s): leader 0 + "no leader"
+        took = _wait_for(no_leader, 15, f"partitioned m{f} reports no leader")
         print(f"\npartitioned follower m{f} reported leader 0 after {took:.2f} s")
         # ...while grpc.health.v1 still says SERVING: health alone cannot see a partition
-        health = health_pb2_grpc.HealthStub(cut).Check(health_pb2.HealthCheckRequest(), timeout=2)
+        health = health_pb2_grpc.HealthStub(cut).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
         # the majority side still has a leader and takes writes
-        rev1 = put(ok, "harness/p", "during", timeout=5)
+        rev1 = put(ok, "harness/p", "during", timeout=10)
         assert rev1 > rev0
-        # the cut member's linearizable read hangs until the deadline...
+        # the cut member's linearizable read hangs until the deadline. Which side reports
+        # it is a race: grpc's client timer (DEADLINE_EXCEEDED), or etcd's handler, whose
+        # context carries the same deadline (grpc-timeout) and which returns Go's context
+        # error as UNKNOWN "context deadline exceeded" (etcd 3.4; seen in 4 of 12 runs with
+        # the test process starved on a loaded core). Either way: no answer before it.
         t_get = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:
             get(cut, "harness/p", timeout=1.0)
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        code, details = err.value.code(), err.value.details() or ""
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED or (
+            code == grpc.StatusCode.UNKNOWN and details == "context deadline exceeded"
+        ), (code, details)
         assert time.monotonic() - t_get >= 0.9
         # ...its serializable read is stale: raft traffic really is cut both ways
-        assert get(cut, "harness/p", serializable=True) == (b"before", rev0)
+        assert get(cut, "harness/p", serializable=True, timeout=5) == (b"before", rev0)
 
-        # the hasleader watch is ended by etcd (measured ~3.8 s after the cut)
-        consumer.join(10)
-        assert hl_end, "hasleader watch still open 10 s after the partition"
+        # the hasleader watch is ended by etcd (measured ~3.8 s after the cut: etcd checks
+        # once per election timeout and cancels after 3 checks without a leader)
+        consumer.join(max(0.0, t0 + 20 - time.monotonic()))
+        assert hl_end, "hasleader watch still open 20 s after the partition"
         code, details, ended = hl_end[0]
-        assert code == grpc.StatusCode.UNAVAILABLE and "no leader" in details
+        assert code == grpc.StatusCode.UNAVAILABLE and "no leader" in details, hl_end
         print(f"hasleader watch ended {ended - t0:.2f} s after partition(): {details}")
     finally:
         hl_call.cancel()
@@ -233,33 +270,50 @@ def test_partition_follower(cluster: EtcdCluster, channels: list[grpc.Channel]) 
     _assert_no_eagle_chains()  # heal removed the rules, and the now-empty chains
 
     t1 = time.monotonic()
-    back = _wait_for(lambda: status(cut, timeout=1).leader != 0, 10)
-    assert get(cut, "harness/p", timeout=5) == (b"during", rev1)
+    # TCP retransmission backoff on the frozen streams can delay the rejoin a little
+    back = _wait_for(lambda: _leader(cut) != 0, 20, f"healed m{f} has a leader again")
+    _wait_for(
+        lambda: get(cut, "harness/p", timeout=2) == (b"during", rev1),
+        10,
+        f"healed m{f} serves the write made while it was cut off",
+    )
     print(f"healed m{f}: leader back after {back:.2f} s, caught up {time.monotonic() - t1:.2f} s")
-    cluster.wait_healthy(timeout=10)
+    cluster.wait_healthy(timeout=20)
 
 
 def test_stop_cont_kill_restart(cluster: EtcdCluster, channels: list[grpc.Channel]) -> None:
     f = cluster.followers()[0]
     other = next(i for i in range(3) if i != f)
-    cluster.stop(f)
+    pid = cluster.members[f].pid
+    assert pid is not None
+    cluster.stop(f)  # returns once every etcd thread is stopped
     try:
         assert cluster.members[f].stopped
+        assert set(thread_states(pid).values()) <= {"T", "t"}
         with pytest.raises(grpc.RpcError) as err:
             status(channels[f], timeout=0.5)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:
         cluster.cont(f)
-    assert status(channels[f], timeout=2).leader != 0
+    assert not {"T", "t"} & set(thread_states(pid).values())
+    # a member frozen longer than an election timeout may campaign once resumed: wait
+    _wait_for(lambda: _leader(channels[f]) != 0, 15, f"resumed m{f} has a leader")
 
     old_pid = cluster.members[f].pid
     cluster.kill(f)
     assert cluster.members[f].pid is None
     assert old_pid is not None and not _pid_alive(old_pid)
-    rev = put(channels[other], "harness/r", "while-down")
-    cluster.restart(f)  # same ports and data dir; waits for a leader
+    rev = put(channels[other], "harness/r", "while-down", timeout=10)
+    cluster.restart(f)  # same ports and data dir; waits until it reports a leader
     assert cluster.members[f].pid not in (None, old_pid)
-    assert get(channels[f], "harness/r", timeout=5) == (b"while-down", rev)
+    # ...but an election may still be settling: a linearizable read can meet
+    # "leader changed" once, so wait for the caught-up value instead of asserting at once
+    _wait_for(
+        lambda: get(channels[f], "harness/r", timeout=2) == (b"while-down", rev),
+        15,
+        f"restarted m{f} serves the write made while it was down",
+    )
+    cluster.wait_healthy(timeout=20)
 
 
 def test_close_cleans_up_after_a_failure() -> None:
@@ -278,18 +332,38 @@ def test_close_cleans_up_after_a_failure() -> None:
     _assert_no_eagle_chains()
 
 
-def test_cleanup_iptables_removes_leftovers() -> None:
-    # what a crashed run leaves behind: the chains, a rule, the jumps
-    for chain, parent in ((CHAIN_IN, "INPUT"), (CHAIN_OUT, "OUTPUT")):
-        subprocess.run(["iptables", "-w", "5", "-N", chain], check=False, capture_output=True)
-        subprocess.run(["iptables", "-w", "5", "-I", parent, "-j", chain], check=True)
-    subprocess.run(
-        ["iptables", "-w", "5", "-A", CHAIN_IN, "-i", "lo", "-p", "tcp", "--dport", "9"],
-        check=True,
-    )
+def test_cleanup_iptables_removes_own_and_dead_chains_only() -> None:
+    # what a crashed run leaves behind: the chains, a rule, the jumps; one set from this
+    # process, one from a process that is gone; and one from a live process (pid 1), which
+    # belongs to someone else and must stay
+    gone = subprocess.Popen([find_tool("true") or "/bin/true"])
+    gone.wait()
+    chains = {
+        "own": (CHAIN_IN, CHAIN_OUT),
+        "dead": (f"EAGLE-{gone.pid}-IN", f"EAGLE-{gone.pid}-OUT"),
+        "live": ("EAGLE-1-IN", "EAGLE-1-OUT"),
+    }
+    live_existed = _iptables("-S", "EAGLE-1-IN", check=False).returncode == 0
     try:
+        for chain_in, chain_out in chains.values():
+            for chain, parent in ((chain_in, "INPUT"), (chain_out, "OUTPUT")):
+                _iptables("-N", chain, check=False)
+                _iptables("-I", parent, "-j", chain)
+            _iptables("-A", chain_in, "-i", "lo", "-p", "tcp", "--dport", "9")
+
         assert cleanup_iptables() is True
-        _assert_no_eagle_chains()
+        rules = _iptables_rules()
+        for name in ("own", "dead"):
+            assert not any(c in rules for c in chains[name]), (name, rules)
+        assert all(f"-N {c}" in rules for c in chains["live"]), rules
         assert cleanup_iptables() is False
     finally:
         cleanup_iptables()
+        if not live_existed:  # ours: remove it the way cleanup_iptables would
+            for chain, parent in (("EAGLE-1-IN", "INPUT"), ("EAGLE-1-OUT", "OUTPUT")):
+                for _ in range(10):
+                    if _iptables("-D", parent, "-j", chain, check=False).returncode != 0:
+                        break
+                _iptables("-F", chain, check=False)
+                _iptables("-X", chain, check=False)
+    _assert_no_eagle_chains()

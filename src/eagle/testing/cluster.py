@@ -36,6 +36,7 @@ from typing import IO, Final
 
 import grpc
 
+from eagle.testing.processes import wait_stopped
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 
 __all__ = [
@@ -77,19 +78,6 @@ def _format_endpoint(host: str, port: int) -> str:
     if ":" in host and not host.startswith("["):
         return f"[{host}]:{port}"
     return f"{host}:{port}"
-
-
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc/<pid>/stat, or None if unavailable."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    end = data.rfind(b")")
-    if end < 0 or end + 2 >= len(data):
-        return None
-    return chr(data[end + 2])
 
 
 class _Child:
@@ -287,7 +275,7 @@ class LocalCluster:
             proc = self._running_proc(child)
             proc.send_signal(signal.SIGSTOP)
             child.stopped = True
-            self._wait_state(proc.pid, stopped=True)
+            self._wait_state(child, proc.pid, stopped=True)
 
     def cont(self, i: int) -> None:
         """Resume member ``i`` after :meth:`stop` (SIGCONT)."""
@@ -297,7 +285,7 @@ class LocalCluster:
             proc = self._running_proc(child)
             proc.send_signal(signal.SIGCONT)
             child.stopped = False
-            self._wait_state(proc.pid, stopped=False)
+            self._wait_state(child, proc.pid, stopped=False)
 
     def restart(self, i: int) -> None:
         """(Kill if needed and) start member ``i`` again on the same port(s).
@@ -477,11 +465,9 @@ class LocalCluster:
         child.close_files()
 
     @staticmethod
-    def _wait_state(pid: int, *, stopped: bool, timeout: float = 2.0) -> None:
-        """Wait until the kernel reports the process (not) stopped, where /proc exists."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            state = _proc_state(pid)
-            if state is None or (state in "Tt") == stopped:
-                return
-            time.sleep(0.005)
+    def _wait_state(child: _Child, pid: int, *, stopped: bool, timeout: float = 5.0) -> None:
+        """Wait until every thread of the process is (not) stopped: ``kill()`` returns before
+        a SIGSTOP has parked them all (see :mod:`eagle.testing.processes`)."""
+        if not wait_stopped(pid, stopped=stopped, timeout=timeout):
+            state = "stopped" if stopped else "running"
+            raise ClusterError(f"member {child.index} (pid {pid}) not {state} after {timeout} s")

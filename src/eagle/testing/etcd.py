@@ -5,8 +5,11 @@ iptables ``owner`` match can tell one member's peer traffic from another's on th
 loopback interface. That needs root, the ``etcd`` binary (Debian: ``etcd-server``) and
 ``iptables``; :func:`etcd_unavailable_reason` says whether all of them are here.
 
-Partitions use two chains of eagle's own, :data:`CHAIN_IN` (jumped to from ``INPUT``) and
-:data:`CHAIN_OUT` (jumped to from ``OUTPUT``). ``partition(i)`` drops, on ``lo``:
+Partitions use two chains of this process's own, :data:`CHAIN_IN` (jumped to from ``INPUT``)
+and :data:`CHAIN_OUT` (jumped to from ``OUTPUT``), named after its pid: iptables is one table
+per machine, and several test runs (worktrees, CI jobs) may partition their own clusters at
+the same time without seeing or removing each other's rules. ``partition(i)`` drops, on
+``lo``:
 
 * in ``CHAIN_OUT``: every TCP packet that member *i*'s user sends to another member's peer port,
   after tagging its connection with a conntrack mark (iptables-nft refuses ``-m owner`` in a
@@ -20,6 +23,13 @@ receiver*, so dropping only member *i*'s own packets would still let the leader 
 it on the stream it opened. Dropping every packet (not only new connections) freezes the
 streams that are already open, both ways, while client ports stay untouched.
 
+Members start as ``setpriv --reuid=<uid> --regid=<gid> --clear-groups -- etcd ...``:
+``setpriv`` (util-linux) switches user and then execs etcd, so the ``Popen`` pid is etcd's
+own, and ``Popen`` gets no ``user=``/``group=``/``preexec_fn``, which would make CPython
+``fork()`` a process full of gRPC threads instead of ``vfork()``-ing it (see
+:mod:`eagle.testing.spawn_guard`). Every tool is run by the absolute path
+:func:`eagle.testing.processes.find_tool` finds, never by bare name.
+
 The client helpers (:func:`put`, :func:`get`, :func:`watch`, :func:`status`,
 :func:`member_list`) work over any :class:`grpc.Channel`, eagle's own included; they speak
 etcd's wire format through the subset messages in ``eagle.testing.v1.etcdkv_pb2`` and
@@ -32,6 +42,8 @@ import atexit
 import contextlib
 import os
 import pwd
+import random
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +60,7 @@ from typing import IO, cast
 import grpc
 
 from eagle.etcdwire.v1 import etcd_pb2
+from eagle.testing.processes import find_tool, wait_stopped
 from eagle.testing.v1 import etcdkv_pb2
 
 __all__ = [
@@ -66,10 +79,14 @@ __all__ = [
     "watch",
 ]
 
-#: iptables chain jumped to from ``INPUT`` (port and connmark rules, no ``-m owner``).
-CHAIN_IN = "EAGLE-TEST-IN"
-#: iptables chain jumped to from ``OUTPUT`` (``-m owner`` rules).
-CHAIN_OUT = "EAGLE-TEST-OUT"
+_PID = os.getpid()
+#: iptables chain of this process jumped to from ``INPUT`` (port and connmark rules, no
+#: ``-m owner``): ``EAGLE-<pid>-IN``.
+CHAIN_IN = f"EAGLE-{_PID}-IN"
+#: iptables chain of this process jumped to from ``OUTPUT`` (``-m owner`` rules).
+CHAIN_OUT = f"EAGLE-{_PID}-OUT"
+# any process's chains, as `iptables -S` lists them
+_CHAIN_RE = re.compile(r"^-N EAGLE-(\d+)-(?:IN|OUT)$", re.MULTILINE)
 #: Member *i* runs as system user ``f"{USER_PREFIX}{i}"``.
 USER_PREFIX = "eagle-etcd"
 
@@ -85,7 +102,8 @@ _WATCH_PATH = "/etcdserverpb.Watch/Watch"
 _LOCK = threading.RLock()
 # conntrack mark bits eagle uses to tag a partitioned member's own peer connections
 _MARK_MASK = 0x0FF00000
-_mark_counter = 0
+# a random start, so that two processes partitioning at once rarely share a mark
+_mark_counter = random.randrange(255)
 
 
 def _next_mark() -> int:
@@ -100,10 +118,11 @@ class EtcdClusterError(RuntimeError):
     """The cluster could not be started, or a member did not become healthy in time."""
 
 
-def _which(name: str) -> str | None:
-    # sbin is not on a non-root PATH; look there too
-    path = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
-    return shutil.which(name, path=path)
+def _tool(name: str) -> str:
+    exe = find_tool(name)
+    if exe is None:
+        raise EtcdClusterError(f"{name} not found (see etcd_unavailable_reason())")
+    return exe
 
 
 def etcd_unavailable_reason() -> str | None:
@@ -112,13 +131,13 @@ def etcd_unavailable_reason() -> str | None:
         return "not a POSIX system: the etcd harness needs Linux, root and iptables"
     if os.geteuid() != 0:
         return "not root: iptables partitions need root"
-    if _which("etcd") is None:
+    if find_tool("etcd") is None:
         return "etcd binary not found (apt-get install etcd-server)"
-    if _which("iptables") is None:
+    if find_tool("iptables") is None:
         return "iptables not found (apt-get install iptables)"
-    if _which("setpriv") is None:
+    if find_tool("setpriv") is None:
         return "setpriv not found (apt-get install util-linux)"
-    if _which("useradd") is None:
+    if find_tool("useradd") is None:
         return "useradd not found (apt-get install passwd)"
     return None
 
@@ -127,9 +146,12 @@ def etcd_unavailable_reason() -> str | None:
 
 
 def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    exe = _which("iptables") or "iptables"
     proc = subprocess.run(
-        [exe, "-w", "5", *args], capture_output=True, text=True, check=False, timeout=30
+        [_tool("iptables"), "-w", "5", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
     )
     if check and proc.returncode != 0:
         raise EtcdClusterError(f"iptables {' '.join(args)} failed: {proc.stderr.strip()}")
@@ -156,26 +178,47 @@ def _chain_rule_count(chain: str) -> int:
     return sum(1 for line in proc.stdout.splitlines() if line.startswith("-A "))
 
 
-def cleanup_iptables() -> bool:
-    """Remove eagle's chains and their jump rules, e.g. left behind by a crashed run.
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
-    Safe to call at any time (it removes *every* eagle partition, including those of other
-    clusters in this process). Returns ``True`` if anything was removed.
-    """
+
+def _remove_chains(pid: int) -> bool:
     removed = False
-    if _which("iptables") is None:
-        return removed
-    with _LOCK:
-        for chain, parent in ((CHAIN_IN, "INPUT"), (CHAIN_OUT, "OUTPUT")):
-            for _ in range(100):  # a jump rule may have been added more than once
-                if _iptables("-D", parent, "-j", chain, check=False).returncode != 0:
-                    break
-                removed = True
-            if _chain_exists(chain):
-                _iptables("-F", chain, check=False)
-                _iptables("-X", chain, check=False)
-                removed = True
+    for chain, parent in ((f"EAGLE-{pid}-IN", "INPUT"), (f"EAGLE-{pid}-OUT", "OUTPUT")):
+        for _ in range(100):  # a jump rule may have been added more than once
+            if _iptables("-D", parent, "-j", chain, check=False).returncode != 0:
+                break
+            removed = True
+        if _chain_exists(chain):
+            _iptables("-F", chain, check=False)
+            _iptables("-X", chain, check=False)
+            removed = True
     return removed
+
+
+def cleanup_iptables() -> bool:
+    """Remove this process's chains and their jump rules, and those a dead process left.
+
+    Safe to call at any time: it removes every partition of *this* process (including those
+    of other clusters in it) and the chains of processes that no longer exist (a crashed
+    run), but never the chains of another live process. Returns ``True`` if anything was
+    removed.
+    """
+    if find_tool("iptables") is None:
+        return False
+    with _LOCK:
+        listed = _iptables("-S", check=False).stdout
+        dead = {int(pid) for pid in _CHAIN_RE.findall(listed) if not _pid_alive(int(pid))}
+        removed = False
+        for pid in sorted({_PID} | dead):
+            removed = _remove_chains(pid) or removed
+        return removed
 
 
 def _remove_chains_if_empty() -> None:
@@ -193,9 +236,15 @@ def _ensure_user(name: str) -> pwd.struct_passwd:
             return pwd.getpwnam(name)
         except KeyError:
             pass
-        exe = _which("useradd") or "useradd"
         proc = subprocess.run(
-            [exe, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            [
+                _tool("useradd"),
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -347,8 +396,8 @@ class EtcdCluster:
         self.pre_vote = pre_vote
         self.startup_timeout = startup_timeout
         self.extra_args = tuple(extra_args)
-        self._etcd = _which("etcd") or "etcd"
-        self._setpriv = _which("setpriv") or "setpriv"
+        self._etcd = _tool("etcd")
+        self._setpriv = _tool("setpriv")
         self._token = f"eagle-{uuid.uuid4().hex[:12]}"
         self._members: list[_Member] = []
         self._tmp: str | None = None
@@ -460,7 +509,9 @@ class EtcdCluster:
         argv += ["--", self._etcd, *self._command(m)]
         log = open(m.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         try:
-            # setpriv execs etcd, so Popen's pid is etcd's pid
+            # setpriv execs etcd, so Popen's pid is etcd's pid. No user=/group=/preexec_fn:
+            # those make CPython fork() this gRPC-threaded process instead of vfork()
+            # (eagle.testing.spawn_guard); start_new_session (setsid) keeps vfork.
             m.proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -711,15 +762,31 @@ class EtcdCluster:
         os.kill(m.proc.pid, sig)
         return m
 
-    def stop(self, i: int) -> None:
-        """Freeze member ``i`` with SIGSTOP (its sockets stay open; nothing answers)."""
-        with self._lock:
-            self._signal(i, signal.SIGSTOP).stopped = True
+    def stop(self, i: int, timeout: float = 5.0) -> None:
+        """Freeze member ``i`` with SIGSTOP (its sockets stay open; nothing answers).
 
-    def cont(self, i: int) -> None:
-        """Resume member ``i`` with SIGCONT."""
+        Returns once every etcd thread is stopped: ``kill()`` returns before that, and on a
+        busy CPU the other threads can go on answering for a while (see
+        :mod:`eagle.testing.processes`).
+        """
         with self._lock:
-            self._signal(i, signal.SIGCONT).stopped = False
+            m = self._signal(i, signal.SIGSTOP)
+            m.stopped = True
+            self._wait_stopped(m, stopped=True, timeout=timeout)
+
+    def cont(self, i: int, timeout: float = 5.0) -> None:
+        """Resume member ``i`` with SIGCONT; returns once no etcd thread is stopped."""
+        with self._lock:
+            m = self._signal(i, signal.SIGCONT)
+            m.stopped = False
+            self._wait_stopped(m, stopped=False, timeout=timeout)
+
+    @staticmethod
+    def _wait_stopped(m: _Member, *, stopped: bool, timeout: float) -> None:
+        assert m.proc is not None
+        if not wait_stopped(m.proc.pid, stopped=stopped, timeout=timeout):
+            state = "stopped" if stopped else "running"
+            raise EtcdClusterError(f"member {m.name} (pid {m.proc.pid}) not {state} in {timeout} s")
 
     def kill(self, i: int) -> None:
         """SIGKILL member ``i`` and reap it (its ports and data dir are kept for restart)."""
