@@ -70,11 +70,10 @@ class Prober:
             daemon=True,
             logger=scheduler_logger(),
         )
-        self._timer = timer = DueTimer(sched, self.tick)
+        self._timer = DueTimer(sched, self.tick, self._bal.next_wakeup)
         self._scheduler = sched
-        sched.start()
         self._bal.on_due = self.wake
-        timer.arm(time.monotonic())
+        sched.start()
 
     def wake(self) -> None:
         """Work became due earlier than planned: re-arm for the balancer's next wake-up."""
@@ -83,18 +82,10 @@ class Prober:
             timer.arm(self._bal.next_wakeup())
 
     def tick(self) -> None:
-        """Send the probes that are due now, run the balancer's time-driven work, and
-        re-arm for the next wake-up."""
-        timer = self._timer
+        """Send the probes that are due now and run the balancer's time-driven work (the
+        trigger then fires at the next wake-up)."""
         if self._stopped:
             return
-        try:
-            self._tick()
-        finally:
-            if timer is not None and not self._stopped:
-                timer.arm(self._bal.next_wakeup())
-
-    def _tick(self) -> None:
         now = time.monotonic()
         mem = self.membership
         for key in self._bal.due_probes(now):

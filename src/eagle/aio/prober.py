@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
+from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from ..config import Config
@@ -54,14 +55,14 @@ class AioProber:
         self._loop = loop = asyncio.get_running_loop()
         sched = AsyncIOScheduler(
             event_loop=loop,
+            executors={"default": DebugExecutor()},
             job_defaults=JOB_DEFAULTS,
             logger=scheduler_logger(),
         )
-        self._timer = timer = DueTimer(sched, self.tick)
+        self._timer = DueTimer(sched, self.tick, self._bal.next_wakeup)
         self._scheduler = sched
-        sched.start()
         self._bal.on_due = self.wake
-        timer.arm(time.monotonic())
+        sched.start()
 
     def wake(self) -> None:
         """Work became due earlier than planned: re-arm for the balancer's next wake-up
@@ -83,17 +84,11 @@ class AioProber:
         if timer is not None and not self._stopped:
             timer.arm(self._bal.next_wakeup())
 
-    async def tick(self) -> None:
-        """Start the probes that are due now, run the balancer's time-driven work, and
-        re-arm for the next wake-up."""
+    def tick(self) -> None:
+        """Start the probes that are due now and run the balancer's time-driven work (in
+        the event loop; the trigger then fires at the next wake-up)."""
         if self._stopped:
             return
-        try:
-            self._tick()
-        finally:
-            self._rearm()
-
-    def _tick(self) -> None:
         now = time.monotonic()
         mem = self.membership
         for key in self._bal.due_probes(now):
@@ -170,12 +165,7 @@ class AioProber:
         self._scheduler = None
         if sched is not None:
             try:
-                sched.pause()
-                # let a tick job already handed to the loop finish (it returns at once now)
-                # instead of having APScheduler cancel it and log an error
-                for _ in range(3):
-                    await asyncio.sleep(0)
-                sched.shutdown(wait=False)
+                sched.shutdown(wait=False)  # the tick runs inline: nothing to wait for
             except Exception:
                 log.debug("scheduler shutdown failed", exc_info=True)
         tasks = list(self._tasks)

@@ -1,10 +1,11 @@
 """How both probers use APScheduler: one trigger for the next due time, re-armed.
 
 The prober has nothing to do between probes, so it does not tick at a fixed rate. It
-keeps exactly one APScheduler ``date`` job, set for the balancer's next wake-up (the next
-probe due, an ejection that ends, ...); each run re-arms it for the next one, and
-anything that makes work due earlier (a connection that dropped wants a probe now) moves
-it forward. An idle channel therefore wakes only when a probe is due.
+keeps exactly one APScheduler job whose trigger (:class:`DueTrigger`) fires at the
+balancer's next wake-up (the next probe due, an ejection that ends, ...); each run is
+followed by the next due time, and anything that makes work due earlier (a connection
+that dropped wants a probe now) moves it forward. An idle channel therefore wakes only
+when a probe is due.
 
 APScheduler 3.x logs a WARNING each time a run is skipped because the previous run of the
 same job is still going (``max_instances=1``). That cannot happen with one date job at a
@@ -14,16 +15,15 @@ logger; everything else passes unchanged.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import math
-import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["JOB_DEFAULTS", "DueTimer", "scheduler_logger"]
+from apscheduler.triggers.base import BaseTrigger
+
+__all__ = ["JOB_DEFAULTS", "DueTimer", "DueTrigger", "scheduler_logger"]
 
 _SKIP = "maximum number of running instances reached"
 
@@ -49,58 +49,73 @@ def scheduler_logger() -> logging.Logger:
     return _logger
 
 
-class DueTimer:
-    """One APScheduler ``date`` job that runs ``run`` at the next due time.
+class DueTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger whose next fire time is the balancer's next wake-up.
 
-    :meth:`arm` sets (or moves forward) the time on the monotonic clock; ``run`` re-arms
-    for the next one. A job that was replaced by an earlier one is not removed (it may be
-    running already, and APScheduler removes a date job itself once it ran): it carries a
-    token and does nothing when it fires. Thread-safe (the sync prober's callbacks arrive
-    on grpc's threads). ``run`` may be a coroutine function (the asyncio prober).
+    APScheduler asks a trigger for the next fire time after every run; this one answers
+    with ``next_due()`` (monotonic seconds), so the job is re-armed for the next due probe
+    as a side effect of running, and never runs between two due times. It never answers
+    None (APScheduler would remove the job, which races with ``shutdown()``): with nothing
+    due it answers an hour from now.
     """
 
-    def __init__(self, scheduler: Any, run: Callable[[], Any]) -> None:
+    def __init__(self, next_due: Callable[[], float | None]) -> None:
+        self._next_due = next_due
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
+        """The next fire time: ``now`` plus the time left to the next due wake-up, and
+        after a run never ``now`` itself (APScheduler asks again until the answer is in
+        the future), but a millisecond later."""
+        at = self._next_due()
+        left = IDLE_WAKEUP if at is None else at - time.monotonic()
+        left = min(left, IDLE_WAKEUP)
+        if previous_fire_time is not None:
+            left = max(left, 0.001)
+        return now + timedelta(seconds=max(0.0, left))
+
+    def __str__(self) -> str:
+        return "due (eagle prober)"
+
+
+#: with nothing due, the prober still wakes this often (seconds)
+IDLE_WAKEUP = 3600.0
+
+
+class DueTimer:
+    """The prober's one APScheduler job, on a :class:`DueTrigger`.
+
+    ``run`` must not block: it runs in the scheduler's own thread or loop (APScheduler's
+    ``DebugExecutor``). :meth:`arm` moves the next run forward when work became due
+    earlier than planned (from any thread).
+    """
+
+    JOB_ID = "eagle-prober"
+
+    def __init__(
+        self, scheduler: Any, run: Callable[[], Any], next_due: Callable[[], float | None]
+    ):
         self._scheduler = scheduler
-        self._run = run
-        self._lock = threading.Lock()
-        self._at = math.inf
-        self._gen = 0
         self._stopped = False
-        self._target: Callable[..., Any] = (
-            self._fire_async if inspect.iscoroutinefunction(run) else self._fire
-        )
-
-    def _take(self, gen: int) -> bool:
-        with self._lock:
-            if gen != self._gen or self._stopped:
-                return False  # replaced by an earlier one, or stopped
-            self._at = math.inf
-            return True
-
-    def _fire(self, gen: int) -> None:
-        if self._take(gen):
-            self._run()
-
-    async def _fire_async(self, gen: int) -> None:
-        if self._take(gen):
-            await self._run()
+        scheduler.add_job(run, DueTrigger(next_due), id=self.JOB_ID)
 
     def arm(self, at: float | None) -> None:
-        """Run at ``at`` (monotonic seconds), unless a run is already planned as early."""
-        if at is None:
+        """Run no later than ``at`` (monotonic seconds)."""
+        if at is None or self._stopped:
             return
-        # APScheduler takes its own lock in add_job (and holds it while a run is going on
-        # in its thread), so never call it while holding ours
-        with self._lock:
-            if self._stopped or at >= self._at:
-                return
-            self._at = at
-            self._gen += 1
-            gen = self._gen
-        when = datetime.now() + timedelta(seconds=max(0.0, at - time.monotonic()))
-        self._scheduler.add_job(self._target, "date", run_date=when, args=(gen,))
+        sched = self._scheduler
+        try:
+            job = sched.get_job(self.JOB_ID)
+            when = datetime.now(sched.timezone) + timedelta(seconds=max(0.0, at - time.monotonic()))
+            if job is not None and (job.next_run_time is None or when < job.next_run_time):
+                sched.modify_job(self.JOB_ID, next_run_time=when)
+        except Exception:  # the scheduler is shutting down
+            log_debug("re-arming the prober failed", exc_info=True)
 
     def stop(self) -> None:
-        """Plan nothing more (jobs still pending do nothing when they fire)."""
-        with self._lock:
-            self._stopped = True
+        """Plan nothing more."""
+        self._stopped = True
+
+
+def log_debug(msg: str, **kwargs: Any) -> None:
+    """Log on the ``eagle.scheduler`` logger at DEBUG."""
+    _logger.debug(msg, **kwargs)
