@@ -21,6 +21,9 @@ Events (all arguments are plain values; endpoints are keyed as the user gave the
 ``on_budget_refusal(endpoint, method, code)``        a retry was refused: the budget is spent
 ``on_ejection(endpoint, reason)``                    outlier detection ejected a member
 ``on_stream_move(endpoint, reason)``                 the watchdog ended a stream on a member
+``on_call(report, code, duration)``                  a call ended as the application saw it
+                                                     (all attempts): final code, seconds, and
+                                                     its :class:`eagle.CallReport`
 ==================================================  ==========================================
 
 Only overridden methods are called, so observing probes and transitions costs nothing

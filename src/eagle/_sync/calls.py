@@ -160,6 +160,7 @@ class SyncCall(CallState):
             attach_report(error, drv)
         if call is not None and call is not error:
             attach_report(call, drv)
+        self._call_ended(error)
         for cb in callbacks:
             try:
                 cb()

@@ -198,6 +198,7 @@ class AioCall(CallState):
             attach_report(error, drv)
         if call is not None and call is not error:
             attach_report(call, drv)
+        self._call_ended(error)
         for fut in (self._ended, self._placed):
             if fut is not None and not fut.done():
                 fut.set_result(None)

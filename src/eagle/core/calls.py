@@ -177,6 +177,7 @@ class CallDriver:
         "_local",
         "_method",
         "_records",
+        "_start",
         "_unknown",
         "_wait",
         "endpoint",
@@ -196,7 +197,8 @@ class CallDriver:
         self._clock = balancer.clock
         self._method = method
         self._wait = bool(wait_for_ready)
-        deadline = None if timeout is None else self._clock() + timeout
+        self._start = start = self._clock()
+        deadline = None if timeout is None else start + timeout
         self.plan = balancer.plan(method, deadline, streaming)
         self._delay = 0.0
         self.endpoint: str | None = None
@@ -346,6 +348,13 @@ class CallDriver:
         ):
             return "DEADLINE_EXCEEDED"
         return code
+
+    def finished(self, code: str) -> None:
+        """The call ended with status ``code`` (a ``grpc.StatusCode`` name): ``on_call``
+        observers learn of it, as the application saw it."""
+        observers = self._bal.observers
+        if observers.call:
+            observers.emit_call(self.report(), code, self._clock() - self._start)
 
     def report(self) -> CallReport:
         """What eagle knows about the call so far (see :class:`CallReport`)."""

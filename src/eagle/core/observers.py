@@ -18,9 +18,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .health import ProbeOutcome
+
+if TYPE_CHECKING:
+    from .calls import CallReport
 from .status import State, Transition
 
 __all__ = ["EVENTS", "Observer", "ObserverSet"]
@@ -36,6 +39,7 @@ EVENTS: tuple[str, ...] = (
     "on_budget_refusal",
     "on_ejection",
     "on_stream_move",
+    "on_call",
 )
 
 
@@ -70,6 +74,11 @@ class Observer:
         """The watchdog ended a stream on ``endpoint`` (it left SERVING) so it can resume
         on another member."""
 
+    def on_call(self, report: CallReport, code: str, duration: float) -> None:
+        """A call ended, as the application sees it (across all its attempts): its final
+        status ``code`` (name), ``duration`` in seconds, and ``report`` (members,
+        attempts, outcome unknown, why it was not retried)."""
+
 
 def _overridden(observer: Any, name: str) -> Callable[..., None] | None:
     """The bound method ``name`` of ``observer`` unless it is :class:`Observer`'s no-op."""
@@ -100,6 +109,7 @@ class ObserverSet:
         self.budget_refusal: tuple[Callable[[str, str, str], None], ...] = ()
         self.ejection: tuple[Callable[[str, str], None], ...] = ()
         self.stream_move: tuple[Callable[[str, str], None], ...] = ()
+        self.call: tuple[Callable[[CallReport, str, float], None], ...] = ()
 
     def __len__(self) -> int:
         return len(self._observers)
@@ -134,6 +144,7 @@ class ObserverSet:
         self.budget_refusal = hooks("on_budget_refusal")
         self.ejection = hooks("on_ejection")
         self.stream_move = hooks("on_stream_move")
+        self.call = hooks("on_call")
 
     # ------------------------------------------------------------ fan-out
     @staticmethod
@@ -176,3 +187,8 @@ class ObserverSet:
         """Tell every ``on_stream_move`` observer."""
         for fn in self.stream_move:
             self._call(fn, endpoint, reason)
+
+    def emit_call(self, report: CallReport, code: str, duration: float) -> None:
+        """Tell every ``on_call`` observer."""
+        for fn in self.call:
+            self._call(fn, report, code, duration)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 
 from ..core.calls import AttemptFailure, CallDriver, CallReport
 from ..core.retry import Delivery
+from .outcomes import status_of
 
 __all__ = ["LOCAL_CANCEL", "Attempt", "CallState", "Outcome", "abandoned_failure"]
 
@@ -139,6 +140,14 @@ class CallState:
     def _finish(self, response: Any, call: Any, error: BaseException | None) -> None:
         """End the call (once) with a response or an error (shell-specific)."""
         raise NotImplementedError
+
+    def _call_ended(self, error: BaseException | None) -> None:
+        """Tell the core the call ended (after the shell announced it)."""
+        if error is not None:
+            code = status_of(error)[0] if callable(getattr(error, "code", None)) else "UNKNOWN"
+        else:
+            code = "CANCELLED" if self._cancelled else "OK"
+        self._drv.finished(code)
 
     def _decide(self, outcome: Outcome) -> bool:
         """Hand a settled attempt's outcome to the core; True when another attempt
