@@ -33,6 +33,7 @@ from .procs import REPO_ROOT, kill_all
 
 ALL_SCENARIOS = (
     "overhead",
+    "idle",
     "steady",
     "crash",
     "hang",
@@ -144,12 +145,13 @@ def _env() -> dict[str, Any]:
 
 
 def _run_one(ctx: Ctx, name: str) -> dict[str, Any]:
-    from . import failover, faults, fleet, overhead, partition, retry_storm, scale
+    from . import failover, faults, fleet, idle, overhead, partition, retry_storm, scale
 
     if name in faults.FAULT_SCENARIOS:
         return faults.run_fault_scenario(ctx, name)
     runners = {
         "overhead": overhead.run_overhead,
+        "idle": idle.run_idle,
         "failover": failover.run_failover,
         "retry_storm": retry_storm.run_retry_storm,
         "scale": scale.run_scale,

@@ -93,6 +93,19 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             r is not None and r >= 0.95,
             "issue 10",
         )
+    # idle ----------------------------------------------------------------------
+    idle = _get(sc, "idle", "clients") or {}
+    for label, base in (("eagle-sync", "grpc-rr"), ("eagle-aio", "grpc-aio-rr")):
+        c = idle.get(label)
+        b = idle.get(base)
+        add(
+            "idle",
+            f"{label}: an idle 3-member channel, default config, <= 0.3 % of one core",
+            f"{c['cpu_pct']:.3f} %" if c else "—",
+            f"{base}: {b['cpu_pct']:.3f} %" if b else "—",
+            None if c is None else c["cpu_pct"] <= 0.3,
+            "issue 11",
+        )
     # pick cost: every pick job of the run counts; the absolute bound is judged on the
     # worst (largest) figure any job measured, flatness within the job that measured N = 3
     own = {(c["n"], c["policy"]): c["pick_us"] for c in (_get(ov, "pick", "cases") or [])}
@@ -817,6 +830,27 @@ def section_partition(pt: dict[str, Any] | None) -> str:
     return "\n".join(parts)
 
 
+def section_idle(s: dict[str, Any] | None) -> str:
+    if not s or "clients" not in s:
+        return ""
+    rows = [
+        [label, f"{c['cpu_pct']:.3f} %", f"{c['cpu_s'] * 1000:.1f} ms", f"{c['elapsed_s']:.1f} s"]
+        for label, c in s["clients"].items()
+    ]
+    return "\n".join(
+        [
+            "## Idle cost (issue 11)",
+            "",
+            "One channel over 3 healthy members, ready and then left alone (no calls), each in "
+            "its own process; eagle with its default config (a probe per member every 0.5 s). "
+            "CPU of the whole client process over the window.",
+            "",
+            _table(["client", "CPU (% of one core)", "CPU time", "window"], rows),
+            "",
+        ]
+    )
+
+
 def section_scale(s: dict[str, Any] | None) -> str:
     if not s:
         return ""
@@ -1114,6 +1148,7 @@ def render(res: dict[str, Any], plots: set[str] | None = None) -> str:
     lines.append(section_failover(sc.get("failover")))
     lines.append(section_retry_storm(sc.get("retry_storm")))
     lines.append(section_partition(sc.get("partition")))
+    lines.append(section_idle(sc.get("idle")))
     lines.append(section_scale(sc.get("scale")))
     lines.append(section_fleet(sc.get("fleet")))
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}

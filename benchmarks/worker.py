@@ -815,6 +815,62 @@ def _scale_aio(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
     return asyncio.run(main())
 
 
+# ------------------------------------------------------------------------ idle job
+
+
+def idle_cost(spec: dict[str, Any], client: ClientSpec, window: float) -> dict[str, Any]:
+    """CPU of this process while one ready channel over the endpoints does nothing."""
+    endpoints: list[str] = spec["endpoints"]
+    settle = float(spec.get("settle", 2.0))
+    method = Method({"method": "echo"})
+
+    def measure(sleep: Callable[[float], Any]) -> dict[str, Any]:
+        c0 = cpu_seconds()
+        t0 = monotonic()
+        sleep(window)
+        elapsed = monotonic() - t0
+        return {"cpu_s": cpu_seconds() - c0, "elapsed_s": elapsed}
+
+    if client.mode == "aio":
+
+        async def main() -> dict[str, Any]:
+            ch = build_aio_channel(client, endpoints)
+            deadline = monotonic() + 30
+            if client.is_eagle:
+                while not all(s.serving for s in ch.status().values()):
+                    if monotonic() > deadline:
+                        raise RuntimeError("members never SERVING")
+                    await asyncio.sleep(0.02)
+            for _ in range(len(endpoints)):
+                await method.multicallable(ch)(method.ok, timeout=5)
+            await asyncio.sleep(settle)
+            c0 = cpu_seconds()
+            t0 = monotonic()
+            await asyncio.sleep(window)
+            res = {"cpu_s": cpu_seconds() - c0, "elapsed_s": monotonic() - t0}
+            await ch.close()
+            return res
+
+        res = asyncio.run(main())
+    else:
+        ch = build_sync_channel(client, endpoints)
+        deadline = monotonic() + 30
+        if client.is_eagle:
+            while not all(s.serving for s in ch.status().values()):
+                if monotonic() > deadline:
+                    raise RuntimeError("members never SERVING")
+                time.sleep(0.02)
+        call = method.multicallable(ch)
+        for _ in range(len(endpoints)):
+            call(method.ok, timeout=5)
+        time.sleep(settle)
+        res = measure(time.sleep)
+        ch.close()
+    res["cpu_pct"] = 100.0 * res["cpu_s"] / res["elapsed_s"]
+    res["client"] = client.label
+    return res
+
+
 # ------------------------------------------------------------------------ pick job
 
 
@@ -938,6 +994,9 @@ def main() -> int:
             elif spec["job"] == "pick":
                 sleep_until(t0)
                 result = pick_cost(spec)
+            elif spec["job"] == "idle":
+                sleep_until(t0)
+                result = idle_cost(spec, ClientSpec.from_json(spec["client"]), duration)
             else:
                 raise ValueError(f"unknown job {spec['job']!r}")
         except Exception as exc:

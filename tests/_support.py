@@ -8,9 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
-#: probes every 0.2 s with a 0.5 s deadline: a frozen member is out within ~1.2 s
+#: probes every 0.2 s with a 0.5 s deadline, with or without calls: a frozen member is
+#: out within ~1.2 s
 FAST: dict[str, object] = {
-    "health": {"interval": 0.2, "timeout": 0.5, "unhealthy_threshold": 2, "healthy_threshold": 1}
+    "health": {
+        "interval": 0.2,
+        "timeout": 0.5,
+        "unhealthy_threshold": 2,
+        "healthy_threshold": 1,
+        "no_traffic_interval": None,
+    }
 }
 
 

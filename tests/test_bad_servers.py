@@ -18,7 +18,14 @@ from grpc_health.v1 import health_pb2
 import eagle
 from eagle import State
 
-CONFIG = {"health": {"interval": 0.05, "timeout": 0.2, "unhealthy_threshold": 2}}
+CONFIG = {
+    "health": {
+        "interval": 0.05,
+        "timeout": 0.2,
+        "unhealthy_threshold": 2,
+        "no_traffic_interval": None,
+    }
+}
 CHECK = "/grpc.health.v1.Health/Check"
 
 

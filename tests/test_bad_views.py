@@ -16,7 +16,7 @@ from eagle import State
 from eagle.testing.member_server import MemberGroup
 
 CONFIG = {
-    "health": {"interval": 0.1, "timeout": 0.5},
+    "health": {"interval": 0.1, "timeout": 0.5, "no_traffic_interval": None},
     "membership": {"provider": "eagle", "timeout": 1.0},
 }
 

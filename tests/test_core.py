@@ -111,7 +111,9 @@ def test_snapshot_is_immutable() -> None:
 
 
 def test_probe_schedule_never_doubles_and_keeps_interval() -> None:
-    bal, clock, eps = make(cfg={"health": {"interval": 1.0, "jitter": 0.1}})
+    bal, clock, eps = make(
+        cfg={"health": {"interval": 1.0, "jitter": 0.1, "no_traffic_interval": None}}
+    )
     assert sorted(bal.due_probes(clock.t)) == sorted(eps)  # all probed at once at start
     assert bal.due_probes(clock.t) == []
     clock.t += 1.2
@@ -126,6 +128,32 @@ def test_probe_schedule_never_doubles_and_keeps_interval() -> None:
             bal.on_probe(e, OK)
     for e in eps:
         assert 95 <= counts[e] <= 105, counts
+
+
+def test_idle_channel_probes_at_the_no_traffic_interval_until_calls_come() -> None:
+    bal, clock, eps = make(cfg={"health": {"interval": 0.5, "no_traffic_interval": 5.0}})
+    probed: Counter[str] = Counter()
+
+    def run(seconds: float) -> None:
+        for _ in range(int(seconds / 0.05)):
+            clock.t += 0.05
+            for e in bal.due_probes(clock.t):
+                probed[e] += 1
+                bal.on_probe(e, OK)
+
+    run(60.0)  # no call: about one probe per member every 5 s (after the first at once)
+    assert all(10 <= probed[e] <= 14 for e in eps), probed
+    assert not bal.active()
+    woke: list[float] = []
+    bal.on_due = lambda: woke.append(clock.t)
+    drv = CallDriver(bal, "/s/m", timeout=1.0, wait_for_ready=False)  # a call: traffic
+    assert drv.next_step().kind is SEND and bal.active() and woke
+    # every member's next probe is now at most one interval after its last one
+    wake = bal.next_wakeup()
+    assert wake is not None and wake <= clock.t + 0.5 + 1e-9
+    probed.clear()
+    run(5.0)  # while calls flow (the last one 5 s ago at most): every 0.5 s again
+    assert all(9 <= probed[e] <= 11 for e in eps), probed
 
 
 # ------------------------------------------------------------------------ pickers

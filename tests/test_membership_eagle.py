@@ -27,7 +27,12 @@ from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 #: probe (and fetch views) every 0.1 s
 FAST: dict[str, Any] = {
     "membership": "eagle",
-    "health": {"interval": 0.1, "timeout": 0.3, "healthy_threshold": 1},
+    "health": {
+        "interval": 0.1,
+        "timeout": 0.3,
+        "healthy_threshold": 1,
+        "no_traffic_interval": None,
+    },
 }
 #: how long a changed view may take to reach a verdict (several probe rounds)
 VERDICT_WITHIN = 3.0
@@ -367,7 +372,7 @@ def test_require_leader_adds_hasleader_metadata(group: MemberGroup) -> None:
     # provider etcd over non-etcd members: no views (Status is UNIMPLEMENTED), health rules
     config = {
         "membership": {"etcd": {"require_leader": True}},
-        "health": {"interval": 0.1, "timeout": 0.3},
+        "health": {"interval": 0.1, "timeout": 0.3, "no_traffic_interval": None},
     }
     with eagle.insecure_channel(group.endpoints, config=config) as ch:
         stub = echo_pb2_grpc.EchoStub(ch)

@@ -85,7 +85,9 @@ def test_exporter_after_traffic_and_faults(
             },
         },
     )
-    streams = eagle.insecure_channel(eps, config={"health": {"interval": 0.2, "timeout": 0.5}})
+    streams = eagle.insecure_channel(
+        eps, config={"health": {"interval": 0.2, "timeout": 0.5, "no_traffic_interval": None}}
+    )
     server = metrics.start_http_server(0)
     try:
         stop_main = metrics.instrument(ch, "main")
@@ -366,7 +368,8 @@ def test_failing_observer_is_logged_not_raised(caplog: pytest.LogCaptureFixture)
 def test_add_observer_on_channels() -> None:
     rec = _Recorder()
     with eagle.insecure_channel(
-        "127.0.0.1:1", config={"health": {"interval": 0.1, "timeout": 0.2}}
+        "127.0.0.1:1",
+        config={"health": {"interval": 0.1, "timeout": 0.2, "no_traffic_interval": None}},
     ) as ch:
         remove = eagle.hooks.add_observer(ch, rec)
         wait_until(lambda: any(e[0] == "probe" for e in rec.events), 5, "a probe event")
@@ -383,7 +386,7 @@ def test_aio_channel_observer() -> None:
     async def run() -> list[tuple[object, ...]]:
         rec = _Recorder()
         async with eagle.aio.insecure_channel(
-            "127.0.0.1:1", config={"health": {"interval": 0.1}}
+            "127.0.0.1:1", config={"health": {"interval": 0.1, "no_traffic_interval": None}}
         ) as ch:
             eagle.hooks.add_observer(ch, rec)
             for _ in range(100):

@@ -15,7 +15,8 @@ import eagle.aio
 from eagle.testing.cluster import LocalCluster
 
 N = 256
-CONFIG = {"health": {"interval": 1.0, "timeout": 0.5}}
+#: every endpoint probed every second, with or without calls
+CONFIG = {"health": {"interval": 1.0, "timeout": 0.5, "no_traffic_interval": None}}
 
 
 @pytest.fixture(scope="module")

@@ -95,12 +95,17 @@ def _codes(*default: str) -> Any:
 class HealthConfig:
     """Active health probing (``grpc.health.v1.Health/Check``).
 
-    Defaults detect a frozen member within about 1.5 s: a probe every 0.5 s, each with a
-    0.4 s deadline, two misses in a row mark it UNREACHABLE.
+    Defaults detect a frozen member within about 1.5 s while the channel carries calls: a
+    probe every 0.5 s, each with a 0.4 s deadline, two misses in a row mark it
+    UNREACHABLE. A channel with no call for a while probes every ``no_traffic_interval``
+    (5 s) instead, and every member at once when calls start again.
     """
 
     service: str = ""
     interval: float = _dur(0.5)
+    #: the interval while the channel carries no calls (Envoy's ``no_traffic_interval``),
+    #: never shorter than ``interval``; null probes at ``interval`` all the time
+    no_traffic_interval: float | None = _dur(5.0, optional=True)
     timeout: float = _dur(0.4)
     unhealthy_threshold: int = _num(2, 1, 100)
     healthy_threshold: int = _num(2, 1, 100)
@@ -442,6 +447,7 @@ def _cross_check(obj: Any, prefix: str) -> None:
     p = f"{prefix}." if prefix else ""
     if isinstance(obj, HealthConfig) and obj.timeout > obj.interval * 10:
         raise ValueError(f"{p}timeout: must not exceed 10 x interval, got {obj.timeout}")
+
     if isinstance(obj, RetryConfig) and obj.max_backoff < obj.initial_backoff:
         raise ValueError(
             f"{p}max_backoff: must be >= initial_backoff ({obj.initial_backoff}), "

@@ -33,10 +33,18 @@ _STATES: Mapping[Any, grpc.ChannelConnectivity] = (
 )
 
 
-def poll_period(members: int) -> float:
-    """Seconds between two polls of ``members`` sub-channels: 50 ms, growing with the
-    channel so a poll round costs about 1 % of the period, at most 1 s."""
-    return min(1.0, max(0.05, members * 0.0005))
+#: seconds between two polls while the channel carries no calls
+IDLE_POLL = 1.0
+
+
+def poll_period(members: int, active: bool = True) -> float:
+    """Seconds between two polls of ``members`` sub-channels: 100 ms while the channel
+    carries calls, growing with the channel so a poll round costs about 1 % of the
+    period (at most 1 s), and :data:`IDLE_POLL` while it carries none (a member that dies
+    then is found by its next probe, or by grpc when a call comes)."""
+    if not active:
+        return IDLE_POLL
+    return min(1.0, max(0.1, members * 0.0005))
 
 
 class ConnectivityWatcher:
@@ -50,23 +58,21 @@ class ConnectivityWatcher:
         self._timers = timers
         self._last: dict[str, grpc.ChannelConnectivity] = {}
         self._handle: TimerHandle | None = None
-        self._period = 0.0
+        self._stopped = False
 
     def start(self) -> None:
         """Start polling."""
         self._reschedule()
 
     def _reschedule(self) -> None:
-        period = poll_period(len(self._subs))
-        if self._handle is not None and period == self._period:
+        if self._stopped:
             return
-        if self._handle is not None:
-            self._handle.cancel()
-        self._period = period
-        self._handle = self._timers.call_every(period, self.poll)
+        period = poll_period(len(self._subs), self._bal.active())
+        self._handle = self._timers.call_later(period, self.poll)
 
     def stop(self) -> None:
         """Stop polling."""
+        self._stopped = True
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None

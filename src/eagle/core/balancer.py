@@ -48,6 +48,9 @@ FIRST_PROBE_TIMEOUT = 1.0
 #: interval); larger ones spread their probes over the interval
 ALIGNED_MEMBERS = 16
 
+#: a channel that made no call for this long probes at ``health.no_traffic_interval``
+NO_TRAFFIC_AFTER = 10.0
+
 #: what a member cut off from its cluster answers calls with (etcd: "etcdserver: no leader")
 _NO_LEADER = "no leader"
 
@@ -141,6 +144,10 @@ class Balancer:
         self._infos: dict[str, CallInfo] = {}
         self._retry_off = config.retry.mode == "off"
         self._idempotent_cache: dict[str, bool] = {}
+        #: when the last call started (probes slow down after NO_TRAFFIC_AFTER without one)
+        self._last_call = -math.inf
+        nti = config.health.no_traffic_interval
+        self._no_traffic = None if nti is None else max(nti, config.health.interval)
         #: called (outside the lock) when time-driven work became due earlier than planned
         #: (a probe wanted at once, an ejection or a "no leader" verdict with an end): the
         #: prober re-arms its timer for :meth:`next_wakeup`
@@ -323,6 +330,21 @@ class Balancer:
             self._schedule(key, self.clock())
         self._notify_due()
 
+    def _traffic_resumed(self, now: float) -> None:
+        """Calls start again: every member's next probe comes at most ``interval`` after
+        its last one (at once for those probed longer ago)."""
+        interval = self.config.health.interval
+        woke = False
+        with self._lock:
+            for key, m in self._members.items():
+                last = m.health.last_probe
+                due = now if last is None else max(now, last + interval)
+                if m.due > due:
+                    self._schedule(key, due)
+                    woke = True
+        if woke:
+            self._notify_due()
+
     def _notify_due(self) -> None:
         cb = self.on_due
         if cb is not None:
@@ -358,12 +380,15 @@ class Balancer:
         """
         h = self.config.health
         out: list[str] = []
+        interval = h.interval
+        if self._no_traffic is not None and not self.active(now):
+            interval = self._no_traffic
         with self._lock:
             aligned = len(self._members) <= ALIGNED_MEMBERS
-            horizon = now + (h.interval * h.jitter if aligned else 0.0)
+            horizon = now + (interval * h.jitter if aligned else 0.0)
             # members probed together stay together: one jitter draw and one base time
             # for all of them (the jitter still decorrelates one client from another)
-            shared = h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
+            shared = interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
             base: float | None = None
             due = self._due
             while True:
@@ -377,11 +402,11 @@ class Balancer:
                         base = at  # the earliest due time: no drift, even when early
                     nxt = base + shared
                 elif m.probes_sent == 0:
-                    nxt = at + h.interval * (0.5 + self.rng.random())
+                    nxt = at + interval * (0.5 + self.rng.random())
                 else:
-                    nxt = at + h.interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
+                    nxt = at + interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
                 if nxt <= now:
-                    nxt = now + h.interval * self.rng.random()
+                    nxt = now + interval * self.rng.random()
                 self._schedule(key, nxt)
                 if m.probing < self._max_inflight:
                     m.probing += 1
@@ -521,9 +546,27 @@ class Balancer:
             self._idempotent_cache[method] = ans
         return ans
 
-    def plan(self, method: str, deadline: float | None, streaming: bool = False) -> AttemptPlan:
+    def active(self, now: float | None = None) -> bool:
+        """True while the channel carries calls (one started in the last
+        :data:`NO_TRAFFIC_AFTER` seconds)."""
+        return (self.clock() if now is None else now) - self._last_call <= NO_TRAFFIC_AFTER
+
+    def plan(
+        self,
+        method: str,
+        deadline: float | None,
+        streaming: bool = False,
+        now: float | None = None,
+    ) -> AttemptPlan:
         """Start a call: count it for the retry budget and return its attempt plan
-        (streams get no per-try timeout)."""
+        (streams get no per-try timeout). The first call after a quiet spell has every
+        member not probed within ``health.interval`` probed at once."""
+        if now is None:
+            now = self.clock()
+        quiet = now - self._last_call > NO_TRAFFIC_AFTER
+        self._last_call = now
+        if quiet and self._no_traffic is not None:
+            self._traffic_resumed(now)
         self.budget.deposit()
         cfg = self.config.retry
         return AttemptPlan(

@@ -199,7 +199,7 @@ class CallDriver:
         self._wait = bool(wait_for_ready)
         self._start = start = self._clock()
         deadline = None if timeout is None else start + timeout
-        self.plan = balancer.plan(method, deadline, streaming)
+        self.plan = balancer.plan(method, deadline, streaming, start)
         self._delay = 0.0
         self.endpoint: str | None = None
         self.started = 0.0

@@ -264,12 +264,14 @@ def _config(args: argparse.Namespace) -> Config:
     except ValueError as exc:
         where = "" if source is not None else " (from EAGLE_CONFIG)"
         raise _UsageError(f"eagle: error: {exc}{where}") from None
+    data = cfg.to_dict()
     if args.membership is not None:
-        data = cfg.to_dict()
         data["membership"] = dict(data.get("membership") or {})
         data["membership"]["provider"] = None if args.membership == "none" else args.membership
-        cfg = Config.from_dict(data)
-    return cfg
+    # the CLI shows the members live and makes no calls of its own: probe at
+    # health.interval all the time, not at the slower no-traffic interval
+    data["health"] = {**data["health"], "no_traffic_interval": None}
+    return Config.from_dict(data)
 
 
 def _channel(args: argparse.Namespace, cfg: Config) -> Channel:
