@@ -310,7 +310,9 @@ class CallDriver:
     def classify(self, failure: AttemptFailure) -> Delivery:
         """The delivery the core judges ``failure`` by: an answer that proves the request
         was rejected unapplied (see :mod:`eagle.core.rejections`) counts as REJECTED."""
-        if failure.delivery is Delivery.ANSWERED and known_unapplied(failure.code, failure.details):
+        if failure.delivery is Delivery.ANSWERED and known_unapplied(
+            failure.code, failure.details, self._method
+        ):
             return Delivery.REJECTED
         return failure.delivery
 
