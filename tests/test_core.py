@@ -15,7 +15,7 @@ from eagle.core.balancer import Balancer
 from eagle.core.calls import FAIL, SEND, SLEEP, WAIT, AttemptFailure, CallDriver, Delivery
 from eagle.core.health import ProbeOutcome, ProbeResult, classify_probe
 from eagle.core.outlier import OutlierDetector
-from eagle.core.retry import AttemptPlan, RetryBudget, backoff_delay, is_idempotent
+from eagle.core.retry import AttemptPlan, GiveUp, RetryBudget, backoff_delay, is_idempotent
 from eagle.core.status import State
 from eagle.endpoints import parse_endpoints
 from eagle.shell.outcomes import delivery_of
@@ -374,6 +374,32 @@ def test_driver_sleeps_then_sends_elsewhere() -> None:
     assert pause.kind is SLEEP and 0 < pause.delay <= 0.03
     second = drv.next_step()
     assert second.kind is SEND and second.endpoint != first.endpoint
+
+
+def test_moves_by_the_watchdog_do_not_use_up_max_attempts() -> None:
+    # an idempotent call rescued from member after member during an election is bounded
+    # by its deadline and the budget, not by max_attempts (found by
+    # tests/test_cluster_wide.py: a read moved 3 times in 3 s failed with 12 s left)
+    bal, clock, eps = make(cfg={"retry": {"idempotent_methods": ["/s/"], "max_attempts": 2}})
+    for e in eps:
+        bal.on_probe(e, OK)
+    drv = CallDriver(bal, "/s/m", timeout=10.0, wait_for_ready=False)
+    moved = AttemptFailure("UNAVAILABLE", "eagle: member left", Delivery.UNANSWERED, abandoned=True)
+    for _ in range(5):
+        step = drv.next_step()
+        while step.kind is SLEEP:
+            clock.t += step.delay
+            step = drv.next_step()
+        assert step.kind is SEND
+        assert drv.failed(moved).retry
+    assert drv.plan.attempts == 5
+    lost = AttemptFailure("UNAVAILABLE", "Socket closed", Delivery.UNANSWERED)
+    step = drv.next_step()
+    while step.kind is SLEEP:
+        clock.t += step.delay
+        step = drv.next_step()
+    decision = drv.failed(lost)  # a failure of the server's own still counts
+    assert not decision.retry and decision.give_up is GiveUp.MAX_ATTEMPTS
 
 
 # ------------------------------------------------------------------------ outlier

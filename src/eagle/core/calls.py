@@ -328,7 +328,7 @@ class CallDriver:
             self._bal.attempt_failed(ep, failure, delivery, now - self.started)
         pushback = pushback_from(failure.trailing) if failure.trailing else None
         code = self._retry_code(failure.code, now)
-        rd = self.plan.on_failure(code, delivery, now, pushback, committed)
+        rd = self.plan.on_failure(code, delivery, now, pushback, committed, failure.abandoned)
         self._bal.note_retry(rd.retry, ep, self._method, failure.code, rd.give_up)
         if rd.retry:
             self._delay = rd.delay
