@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -99,6 +100,41 @@ def test_thresholds_damp_flapping_and_transitions_are_reported() -> None:
     assert len(seen) == 4
     st_a = bal.snapshot()[a]
     assert st_a.last_latency == OK.latency and st_a.last_probe == clock.t
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_late_prober_wakeup_plans_each_member_once(n: int) -> None:
+    # a wake-up about one interval late used to re-plan a member at base + shared inside
+    # the alignment horizon, pop it again and plan it at the same time, forever, holding
+    # the balancer's lock (every pick and status() then hung); seen under load in
+    # tests/test_cluster_wide.py. Every late offset must return, each member once.
+    interval = 0.3
+    for step in range(0, 700):
+        clock = Clock()
+        eps = parse_endpoints([f"10.0.0.{i + 1}:2379" for i in range(n)])
+        cfg = Config.from_dict({"health": {"interval": interval, "jitter": 0.1}})
+        bal = Balancer(eps, cfg, clock=clock, rng=random.Random(step))
+        t0 = clock.t
+        assert sorted(bal.due_probes(t0)) == sorted(e.raw for e in eps)
+        for e in eps:
+            bal.on_probe(e.raw, OK)
+        calls = 0
+        schedule = bal._schedule
+
+        def counted(key: str, at: float, schedule: Any = schedule) -> None:
+            nonlocal calls
+            calls += 1
+            if calls > 10 * n:
+                raise AssertionError(f"due_probes re-planned members {calls} times")
+            schedule(key, at)
+
+        bal._schedule = counted  # type: ignore[method-assign]
+        now = t0 + step * 0.001
+        clock.t = now
+        due = bal.due_probes(now)
+        assert len(due) == len(set(due)) <= n
+        nxt = bal.next_probe_at()
+        assert nxt is not None and nxt > now
 
 
 def test_snapshot_is_immutable() -> None:
