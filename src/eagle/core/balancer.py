@@ -391,11 +391,17 @@ class Balancer:
             shared = interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
             base: float | None = None
             due = self._due
+            # take every due member off the heap before planning any: a member planned
+            # again within the horizon (a late wake-up) must wait for the next pass, not
+            # be popped and planned over and over in this one
+            taken: dict[str, float] = {}
             while True:
                 top = self._live_top()
                 if top is None or top[0] > horizon:
                     break
                 at, _, key = heapq.heappop(due)
+                taken.setdefault(key, at)
+            for key, at in taken.items():
                 m = self._members[key]
                 if aligned:
                     if base is None:

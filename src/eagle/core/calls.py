@@ -310,7 +310,9 @@ class CallDriver:
     def classify(self, failure: AttemptFailure) -> Delivery:
         """The delivery the core judges ``failure`` by: an answer that proves the request
         was rejected unapplied (see :mod:`eagle.core.rejections`) counts as REJECTED."""
-        if failure.delivery is Delivery.ANSWERED and known_unapplied(failure.code, failure.details):
+        if failure.delivery is Delivery.ANSWERED and known_unapplied(
+            failure.code, failure.details, self._method
+        ):
             return Delivery.REJECTED
         return failure.delivery
 
@@ -326,7 +328,7 @@ class CallDriver:
             self._bal.attempt_failed(ep, failure, delivery, now - self.started)
         pushback = pushback_from(failure.trailing) if failure.trailing else None
         code = self._retry_code(failure.code, now)
-        rd = self.plan.on_failure(code, delivery, now, pushback, committed)
+        rd = self.plan.on_failure(code, delivery, now, pushback, committed, failure.abandoned)
         self._bal.note_retry(rd.retry, ep, self._method, failure.code, rd.give_up)
         if rd.retry:
             self._delay = rd.delay

@@ -220,11 +220,16 @@ class AttemptPlan:
         now: float,
         pushback: str | None = None,
         committed: bool = False,
+        moved: bool = False,
     ) -> RetryDecision:
         """Decide whether to retry a failed attempt.
 
         * A committed call (a stream that delivered responses, a request stream whose
           replay buffer overflowed) is never retried.
+        * An attempt eagle abandoned itself because its member left rotation (``moved``:
+          the watchdog's rescue of an idempotent call) does not count against
+          ``max_attempts``: it is bounded by the deadline and the budget, so a call is
+          not failed by a cluster whose members leave and rejoin in turn.
         * :attr:`Delivery.NOT_SENT` attempts are re-sent at once, whatever the method and
           ``retry.mode`` (gRPC A6 transparent retries).
         * :attr:`Delivery.REJECTED` attempts (the server proved it did not apply them)
@@ -239,7 +244,7 @@ class AttemptPlan:
         """
         if committed:
             return _GIVE_UP[GiveUp.COMMITTED]
-        if self.attempts >= self.max_attempts and delivery is not Delivery.REJECTED:
+        if self.attempts >= self.max_attempts and delivery is not Delivery.REJECTED and not moved:
             return _GIVE_UP[GiveUp.MAX_ATTEMPTS]
         mode = self.cfg.mode
         if delivery is not Delivery.NOT_SENT:
