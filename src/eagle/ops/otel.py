@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -144,11 +143,10 @@ class _Sink:
     """One channel's measurements: counter tallies (read by the asynchronous counters'
     callbacks) and histogram records, with attribute dicts built once per series."""
 
-    __slots__ = ("_attrs", "_hist", "_lock", "_name", "_tallies", "channel")
+    __slots__ = ("_attrs", "_hist", "_lock", "_name", "_tallies")
 
-    def __init__(self, name: str, channel: Any, histograms: dict[Metric, Any]) -> None:
+    def __init__(self, name: str, histograms: dict[Metric, Any]) -> None:
         self._name = name
-        self.channel = weakref.ref(channel)
         self._hist = histograms
         self._lock = threading.Lock()
         self._tallies: dict[Metric, dict[tuple[str, ...], int]] = {
@@ -213,7 +211,7 @@ class OtelMetrics:
 
         def counter_callback(metric: Metric) -> Callable[[CallbackOptions], Iterable[Any]]:
             def callback(_options: CallbackOptions) -> Iterator[Observation]:
-                for sink in self._live_sinks():
+                for sink in self._sinks:
                     for total, attrs in sink.observations(metric):
                         yield Observation(total, attrs)
 
@@ -243,22 +241,16 @@ class OtelMetrics:
                 )
             self.instruments[m] = inst
 
-    def _live_sinks(self) -> list[_Sink]:
-        sinks = self._sinks
-        live = [s for s in sinks if s.channel() is not None]
-        if len(live) != len(sinks):
-            with self._lock:
-                self._sinks = tuple(s for s in self._sinks if s.channel() is not None)
-        return live
-
     def instrument(self, channel: Any, name: str | None = None) -> Callable[[], None]:
         """Record ``channel``'s metrics with ``grpc.target`` = ``name`` (default: its
         endpoints as given, comma-separated).
 
         ``channel`` is an ``eagle.Channel`` or ``eagle.aio.Channel``. Returns a function
-        that stops recording it (its series then leave the export). ``ValueError`` when
-        another live channel already uses ``name``. With a no-op meter provider nothing
-        is registered and the function does nothing.
+        that stops recording it: its counters leave the export then, not when the channel
+        closes (so their last counts are still collected), so call it for a channel you
+        closed if you make many. ``ValueError`` when another live channel already uses
+        ``name``. With a no-op meter provider nothing is registered and the function does
+        nothing.
         """
         balancer = balancer_of(channel, "instrument")
         if not self.enabled:
@@ -267,7 +259,7 @@ class OtelMetrics:
         label = default_name(channel) if name is None else name
         self._channels.attach(label, channel)
         histograms = {m: i for m, i in self.instruments.items() if m.kind is Kind.HISTOGRAM}
-        sink = _Sink(label, channel, histograms)
+        sink = _Sink(label, histograms)
         with self._lock:
             self._sinks = (*self._sinks, sink)
         remove_observer = balancer.add_observer(MetricsObserver(sink))
