@@ -18,7 +18,7 @@ the same observer as the Prometheus adapter (:class:`eagle.ops.telemetry.Metrics
 =================================  ===============  ==========================================
 instrument                         type, unit       attributes (all: ``grpc.target``)
 =================================  ===============  ==========================================
-``eagle.endpoint.state``           gauge, 1         ``eagle.endpoint``, ``eagle.endpoint.state``
+``eagle.endpoint.state``           gauge, {bool}       ``eagle.endpoint``, ``eagle.endpoint.state``
 ``eagle.probe.duration``           histogram, s     ``eagle.endpoint``
 ``eagle.probes``                   counter          ``eagle.endpoint``, ``eagle.probe.result``
 ``eagle.endpoint.transitions``     counter          ``eagle.endpoint``, ``eagle.endpoint.state``

@@ -186,7 +186,7 @@ ENDPOINT_STATE = Metric(
     Kind.STATE,
     "endpoint_state",
     "eagle.endpoint.state",
-    "1",
+    "{bool}",
     "Effective state of each member: 1 for its current state, 0 for the others.",
     (ENDPOINT, STATE),
 )
