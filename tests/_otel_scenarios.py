@@ -55,6 +55,7 @@ class App:
         self.codes: collections.Counter[str] = collections.Counter()
         self.give_ups: collections.Counter[str] = collections.Counter()
         self.attempts = 0
+        self.per_call: collections.Counter[str] = collections.Counter()
 
     def call(self, stub: Any, request: echo_pb2.EchoRequest) -> None:
         try:
@@ -77,6 +78,7 @@ class App:
         report = eagle.call_info(err)
         assert report is not None
         self.attempts += len(report.attempts)
+        self.per_call[str(len(report.attempts))] += 1
         if report.give_up is not None:
             self.give_ups[report.give_up.name] += 1
 
@@ -85,6 +87,7 @@ class App:
         report = eagle.call_info(call)
         assert report is not None
         self.attempts += len(report.attempts)
+        self.per_call[str(len(report.attempts))] += 1
 
     def as_json(self, cluster: LocalCluster, **extra: Any) -> dict[str, Any]:
         return {
@@ -92,6 +95,7 @@ class App:
             "codes": dict(self.codes),
             "give_ups": dict(self.give_ups),
             "attempts": self.attempts,
+            "per_call": dict(self.per_call),
             **extra,
         }
 

@@ -26,7 +26,7 @@ from _support import wait_until
 from opentelemetry import propagate, trace
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -79,11 +79,6 @@ def total(points: list[dict[str, Any]], name: str, **attrs: Any) -> float:
     include ``attrs`` (dots in attribute names are written as ``__``)."""
     want = {k.replace("__", "."): v for k, v in attrs.items()}
     return sum(p.get("value", p.get("count", 0)) for p in points if _match(p, name, want))
-
-
-def hist_sum(points: list[dict[str, Any]], name: str, **attrs: Any) -> float:
-    want = {k.replace("__", "."): v for k, v in attrs.items()}
-    return sum(p["sum"] for p in points if _match(p, name, want))
 
 
 def grpc_attempts(world: dict[str, Any], target: str) -> float:
@@ -151,8 +146,26 @@ def test_call_counts_match_what_the_application_made(world: dict[str, Any], name
             grpc__status=code,
         )
         assert got == n, (code, got, n)
-    assert (
-        total(points, "eagle.client.call.attempts", grpc__target=name, grpc__method=UNARY) == calls
+    assert total(points, "eagle.client.calls", grpc__target=name, grpc__method=UNARY) == calls
+    # the calls by how many attempts each made: as the application's reports say
+    by_attempts = {
+        p["attrs"]["eagle.attempts"]: p["value"]
+        for p in points
+        if _match(p, "eagle.client.calls", {"grpc.target": name, "grpc.method": UNARY})
+        and p["value"]
+    }
+    by_attempts_app: collections.Counter[str] = collections.Counter()
+    for n, count in sc["per_call"].items():
+        by_attempts_app[n] += count
+    assert by_attempts == dict(by_attempts_app)
+
+
+def attempts_counted(points: list[dict[str, Any]], name: str) -> float:
+    """The attempts ``eagle.client.calls`` counts: each series' attempts times its calls."""
+    return sum(
+        int(p["attrs"]["eagle.attempts"]) * p["value"]
+        for p in points
+        if _match(p, "eagle.client.calls", {"grpc.target": name, "grpc.method": UNARY})
     )
 
 
@@ -160,7 +173,7 @@ def test_call_counts_match_what_the_application_made(world: dict[str, Any], name
 def test_attempt_counts_match_grpcs(world: dict[str, Any], name: str) -> None:
     sc = world["scenarios"][name]
     points = world["points"]
-    attempts = hist_sum(points, "eagle.client.call.attempts", grpc__target=name, grpc__method=UNARY)
+    attempts = attempts_counted(points, name)
     picks = total(points, "eagle.lb.picks", grpc__target=name, grpc__method=UNARY)
     by_grpc = sum(grpc_attempts(world, ep) for ep in sc["endpoints"])
     assert attempts == picks == by_grpc == sc["attempts"], (attempts, picks, by_grpc)
@@ -248,13 +261,17 @@ def test_retry_storm(world: dict[str, Any]) -> None:
     [ejected] = sc["ejected"]
     assert total(points, "eagle.endpoint.ejections", eagle__endpoint=ejected) == 1
     assert states(sc["end"])[ejected] == "EJECTED"
-    # the attempts histogram: bucket bounds are gRFC A66's count buckets
+    # the duration histogram's buckets are gRFC A66's latency buckets
     [hist] = [
         p
         for p in points
-        if _match(p, "eagle.client.call.attempts", {"grpc.target": "storm", "grpc.method": UNARY})
+        if _match(p, "eagle.client.call.duration", {"grpc.target": "storm", "grpc.method": UNARY})
     ]
-    assert hist["bounds"] == list(telemetry.A66_COUNT_BUCKETS)
+    assert hist["bounds"] == list(telemetry.A66_LATENCY_BUCKETS)
+    # the storm's calls gave up after 3 attempts (max_attempts) or when the budget was spent
+    assert total(points, "eagle.client.calls", grpc__target="storm", eagle__attempts="3") == (
+        sc["per_call"].get("3", 0)
+    )
 
 
 def _spans(world: dict[str, Any], target: str) -> list[dict[str, Any]]:
@@ -481,16 +498,18 @@ def test_hedged_call_counts_every_attempt(
         assert [e.attributes["grpc.status"] for e in s.events if e.attributes] == ["OK"]
     data = reader.get_metrics_data()
     assert data is not None
-    hist = [
-        dp
+    calls = {
+        dp.attributes["eagle.attempts"]: dp.value
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
-        if m.name == "eagle.client.call.attempts"
+        if m.name == "eagle.client.calls"
         for dp in m.data.data_points
-    ]
-    assert sum(dp.count for dp in hist if isinstance(dp, HistogramDataPoint)) == 6
-    assert sum(dp.sum for dp in hist if isinstance(dp, HistogramDataPoint)) == 6 + len(hedged)
+        if isinstance(dp, NumberDataPoint) and dp.attributes
+    }
+    # every call counted, the hedged ones with both attempts (the cancelled one included)
+    want = {"1": 6 - len(hedged), "2": len(hedged)}
+    assert calls == {k: v for k, v in want.items() if v}
     meters.shutdown()
 
 

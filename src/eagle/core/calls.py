@@ -212,6 +212,7 @@ class CallDriver:
         "_method",
         "_records",
         "_start",
+        "_trace_attempts",
         "_tracers",
         "_unknown",
         "_wait",
@@ -244,7 +245,9 @@ class CallDriver:
         self._local = False
         self._inflight = False  # an attempt was sent and its end not yet traced
         observers = balancer.observers
-        self._tracers = observers.start_call(method) if observers.call_start else None
+        tracers = observers.start_call(method) if observers.call_start else None
+        self._tracers = tracers
+        self._trace_attempts = None if tracers is None else observers.attempt_tracers(tracers)
 
     @property
     def method(self) -> str:
@@ -332,7 +335,7 @@ class CallDriver:
     ) -> None:
         """Tell the call's tracers that an attempt ended: the attempt in flight (once),
         or with ``started`` one attempt of a hedge round."""
-        tracers = self._tracers
+        tracers = self._trace_attempts
         if tracers is None:
             return
         hedged = started is not None
@@ -361,7 +364,7 @@ class CallDriver:
             if self._records is not None:
                 self._record(ep, "OK", None)
             self._bal.done(ep, "OK", self._clock() - self.started)
-            if self._tracers is not None:
+            if self._trace_attempts is not None:
                 self._trace(ep, "OK")
 
     def cancelled(self) -> None:
@@ -372,7 +375,7 @@ class CallDriver:
         if ep is not None:
             self._record(ep, "CANCELLED", None)
             self._bal.release(ep, self._clock() - self.started)
-            if self._tracers is not None:
+            if self._trace_attempts is not None:
                 self._trace(ep, "CANCELLED")
 
     def closed(self) -> None:
@@ -382,7 +385,7 @@ class CallDriver:
         ep = self.endpoint
         if ep is not None:
             self._bal.release(ep, self._clock() - self.started)
-            if self._tracers is not None:
+            if self._trace_attempts is not None:
                 self._trace(ep, "CANCELLED")
 
     def classify(self, failure: AttemptFailure) -> Delivery:
@@ -408,13 +411,13 @@ class CallDriver:
         self._bal.note_retry(rd.retry, ep, self._method, failure.code, rd.give_up)
         if rd.retry:
             self._delay = rd.delay
-            if self._tracers is not None and ep is not None:
+            if self._trace_attempts is not None and ep is not None:
                 self._trace(ep, failure.code, delivery, _RETRY, rd.delay)
             return _RETRY
         self._give_up = rd.give_up
         self._unknown = delivery is Delivery.UNANSWERED
         decision = Decision(False, rd.give_up, self._unknown)
-        if self._tracers is not None and ep is not None:
+        if self._trace_attempts is not None and ep is not None:
             self._trace(ep, failure.code, delivery, decision)
         return decision
 
@@ -498,13 +501,13 @@ class CallDriver:
             self.succeeded()
         elif failure.code == "CANCELLED" and failure.delivery is not Delivery.ANSWERED:
             self._bal.release(endpoint, self._clock() - started)
-            if self._tracers is not None:
+            if self._trace_attempts is not None:
                 self._trace(endpoint, "CANCELLED", started=started)
         else:
             delivery = self.classify(failure)
             self._record(endpoint, failure.code, delivery)
             self._bal.attempt_failed(endpoint, failure, delivery, self._clock() - started)
-            if self._tracers is not None:
+            if self._trace_attempts is not None:
                 self._trace(endpoint, failure.code, delivery, started=started)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .health import ProbeOutcome
 
@@ -59,6 +59,14 @@ class CallTracer:
     """
 
     __slots__ = ()
+
+    #: whether this class overrides :meth:`on_attempt` (set for every subclass): a call
+    #: none of whose tracers does builds no :class:`AttemptEnd` at all
+    traces_attempts: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.traces_attempts = cls.on_attempt is not CallTracer.on_attempt
 
     def on_attempt(self, attempt: AttemptEnd) -> None:
         """An attempt of the call ended (see :class:`eagle.core.calls.AttemptEnd`): its
@@ -244,6 +252,14 @@ class ObserverSet:
             if tracer is not None:
                 out = (tracer,) if out is None else (*out, tracer)
         return out
+
+    @staticmethod
+    def attempt_tracers(tracers: tuple[CallTracer, ...]) -> tuple[CallTracer, ...] | None:
+        """The tracers of a call that follow its attempts (None when none does)."""
+        if len(tracers) == 1:
+            return tracers if getattr(tracers[0], "traces_attempts", True) else None
+        out = tuple(t for t in tracers if getattr(t, "traces_attempts", True))
+        return out or None
 
     @staticmethod
     def trace_attempt(tracers: tuple[CallTracer, ...], attempt: AttemptEnd) -> None:

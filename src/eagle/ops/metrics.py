@@ -33,8 +33,9 @@ name                                     type       labels besides channel, endp
 ``eagle_client_call_duration_seconds``   histogram  ``method``, ``code`` (no
                                                     ``endpoint``): calls as the
                                                     application saw them
-``eagle_client_call_attempts``           histogram  ``method``, ``code`` (no
-                                                    ``endpoint``): attempts per call
+``eagle_client_calls_total``            counter    ``method``, ``code``, ``attempts``
+                                                    (no ``endpoint``): calls by how
+                                                    many attempts each made
 =======================================  =========  ===================================
 
 ``eagle_endpoint_state`` is read from the channel's status table at scrape time, so it is

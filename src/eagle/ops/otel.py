@@ -31,7 +31,8 @@ instrument                         type, unit       attributes (all: ``grpc.targ
 ``eagle.endpoint.ejections``       counter          ``eagle.endpoint``
 ``eagle.client.stream_moves``      counter          ``eagle.endpoint``
 ``eagle.client.call.duration``     histogram, s     ``grpc.method``, ``grpc.status``
-``eagle.client.call.attempts``     histogram        ``grpc.method``, ``grpc.status``
+``eagle.client.calls``             counter          ``grpc.method``, ``grpc.status``,
+                                                    ``eagle.attempts``
 =================================  ===============  ==========================================
 
 ``grpc.target`` is the ``name`` given to :func:`instrument` (default: the channel's

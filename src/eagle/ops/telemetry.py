@@ -39,7 +39,6 @@ from ..core.observers import CallTracer, Observer
 from ..core.status import State, Transition
 
 __all__ = [
-    "A66_COUNT_BUCKETS",
     "A66_LATENCY_BUCKETS",
     "CATALOGUE",
     "PROBE_BUCKETS",
@@ -115,10 +114,6 @@ A66_LATENCY_BUCKETS: tuple[float, ...] = (
     100,
 )
 
-#: gRFC A66 "Count" buckets, cut at 64 (eagle never makes more attempts per call than
-#: its deadline and retry budget allow)
-A66_COUNT_BUCKETS: tuple[float, ...] = (0, 1, 2, 4, 8, 16, 32, 64)
-
 
 class Kind(enum.Enum):
     """How a metric is measured."""
@@ -152,6 +147,8 @@ STATUS = Label("code", "grpc.status")
 STATE = Label("state", "eagle.endpoint.state")
 #: a probe result (``eagle.ProbeResult`` value)
 RESULT = Label("result", "eagle.probe.result")
+#: how many attempts a call made: "0" ... "9", then "10+"
+ATTEMPTS = Label("attempts", "eagle.attempts")
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,16 +285,15 @@ CALL_DURATION = Metric(
     (METHOD, STATUS),
     buckets=A66_LATENCY_BUCKETS,
 )
-CALL_ATTEMPTS = Metric(
-    "call_attempts",
-    Kind.HISTOGRAM,
-    "client_call_attempts",
-    "eagle.client.call.attempts",
-    "{attempt}",
-    "Attempts each call made (the first, retries, hedges and transparent re-sends), by "
-    "the call's final status.",
-    (METHOD, STATUS),
-    buckets=A66_COUNT_BUCKETS,
+CALLS = Metric(
+    "calls",
+    Kind.COUNTER,
+    "client_calls",
+    "eagle.client.calls",
+    "{call}",
+    "Calls as the application saw them, by final status and by how many attempts each "
+    "made (the first, retries, hedges and transparent re-sends; 10+ for ten or more).",
+    (METHOD, STATUS, ATTEMPTS),
 )
 
 #: every metric both adapters export, in the order the docs list them
@@ -313,7 +309,7 @@ CATALOGUE: tuple[Metric, ...] = (
     EJECTIONS,
     STREAM_MOVES,
     CALL_DURATION,
-    CALL_ATTEMPTS,
+    CALLS,
 )
 
 
@@ -340,9 +336,18 @@ def grpc_method(method: str) -> str:
     return name
 
 
+#: the ``eagle.attempts`` values, by number of attempts
+_ATTEMPT_VALUES: tuple[str, ...] = tuple(str(n) for n in range(10))
+
+
 class _CallMetrics(CallTracer):
-    """Records the call duration and attempts histograms when a call ends; one per
-    channel follows every call (it keeps no per-call state)."""
+    """Counts a call and records its duration when it ends; one per channel follows
+    every call (it keeps no per-call state, and follows no attempt).
+
+    The duration is the one synchronous measurement per call: the attempts per call are
+    a label of the calls counter, not a second histogram, because an OpenTelemetry SDK
+    histogram record costs the call path several microseconds (see benchmarks/otel.py).
+    """
 
     __slots__ = ("_sink",)
 
@@ -350,10 +355,11 @@ class _CallMetrics(CallTracer):
         self._sink = sink
 
     def on_end(self, report: CallReport, code: str, duration: float, attempts: int) -> None:
-        values = (grpc_method(report.method), code)
+        method = grpc_method(report.method)
         sink = self._sink
-        sink.record(CALL_DURATION, values, duration)
-        sink.record(CALL_ATTEMPTS, values, float(attempts))
+        sink.record(CALL_DURATION, (method, code), duration)
+        n = _ATTEMPT_VALUES[attempts] if attempts < 10 else "10+"
+        sink.add(CALLS, (method, code, n))
 
 
 class MetricsObserver(Observer):
