@@ -38,7 +38,8 @@ instrument                         type, unit       attributes (all: ``grpc.targ
 ``grpc.target`` is the ``name`` given to :func:`instrument` (default: the channel's
 endpoints as given, comma-separated). Counters are cumulative sums read when the reader
 collects (asynchronous counters), so counting an event on the call path costs a dict
-update; the histograms are recorded when the event happens.
+update; the call duration is queued and recorded off the call path (:class:`_Deferred`),
+probe durations when the probe ends.
 
 Next to grpc's own metrics (``grpc_observability.OpenTelemetryPlugin``, gRFC A66): grpc
 sees each of eagle's sub-channels as a channel whose ``grpc.target`` is one member, and
@@ -63,8 +64,10 @@ so eagle's call path is unchanged; set up the SDK before instrumenting.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -74,6 +77,7 @@ from ..core.observers import CallTracer, Observer
 from ..core.retry import Delivery
 from ..endpoints import parse_endpoints
 from .telemetry import (
+    CALL_DURATION,
     CATALOGUE,
     CHANNEL,
     ENDPOINT,
@@ -140,15 +144,91 @@ def _noop_tracer_provider(provider: Any) -> bool:
 
 
 # ---------------------------------------------------------------------- metrics
+class _Deferred:
+    """Histogram values recorded off the call path.
+
+    An OpenTelemetry SDK histogram record costs several microseconds (it cleans and
+    hashes the attributes every time); on an asyncio channel's event loop that is the
+    largest part of the adapter's cost. So the call path only appends ``(instrument,
+    value, attributes)`` to a queue, and a background thread records them every
+    :attr:`INTERVAL` seconds, while the caller waits on the network. Every collection
+    records what is queued first (the asynchronous instruments' callbacks drain the
+    queue before the SDK reads its storage), so a reader never misses a value. The thread
+    ends after a second with nothing to record and starts again with the next value.
+    Values recorded this way carry no exemplar (they are recorded outside the call's
+    context).
+    """
+
+    INTERVAL = 0.1
+    #: past this many queued values the caller records them itself (no thread: a fork)
+    LIMIT = 65536
+    #: idle wake-ups before the thread ends
+    IDLE = 10
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[tuple[Any, float, dict[str, str]]] = collections.deque()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def put(self, instrument: Any, value: float, attrs: dict[str, str]) -> None:
+        """Queue one histogram value (thread-safe, no lock on the way)."""
+        queue = self._queue
+        queue.append((instrument, value, attrs))
+        if self._thread is None:
+            self._start()
+        if len(queue) > self.LIMIT:
+            self.drain()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="eagle-otel-recorder", daemon=True)
+            self._thread = thread
+        thread.start()
+
+    def drain(self) -> None:
+        """Record every queued value now."""
+        queue = self._queue
+        while True:
+            try:
+                instrument, value, attrs = queue.popleft()
+            except IndexError:
+                return
+            try:
+                instrument.record(value, attrs)
+            except Exception:
+                log.exception("eagle.ops.otel: recording a histogram value failed")
+
+    def _run(self) -> None:
+        idle = 0
+        while True:
+            time.sleep(self.INTERVAL)
+            if self._queue:
+                idle = 0
+                self.drain()
+                continue
+            idle += 1
+            if idle < self.IDLE:
+                continue
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+
+
 class _Sink:
     """One channel's measurements: counter tallies (read by the asynchronous counters'
-    callbacks) and histogram records, with attribute dicts built once per series."""
+    callbacks) and histogram records, with attribute dicts built once per series. The
+    per-call histogram goes through :class:`_Deferred`; probe durations (recorded on
+    eagle's prober, not on a call) are recorded at once."""
 
-    __slots__ = ("_attrs", "_hist", "_lock", "_name", "_tallies")
+    __slots__ = ("_attrs", "_deferred", "_hist", "_lock", "_name", "_tallies")
 
-    def __init__(self, name: str, histograms: dict[Metric, Any]) -> None:
+    def __init__(self, name: str, histograms: dict[Metric, Any], deferred: _Deferred) -> None:
         self._name = name
         self._hist = histograms
+        self._deferred = deferred
         self._lock = threading.Lock()
         self._tallies: dict[Metric, dict[tuple[str, ...], int]] = {
             m: {} for m in CATALOGUE if m.kind is Kind.COUNTER
@@ -174,7 +254,10 @@ class _Sink:
             tally[values] = tally.get(values, 0) + 1
 
     def record(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
-        self._hist[metric].record(value, self.attributes(metric, values))
+        if metric is CALL_DURATION:
+            self._deferred.put(self._hist[metric], value, self.attributes(metric, values))
+        else:
+            self._hist[metric].record(value, self.attributes(metric, values))
 
     def observations(self, metric: Metric) -> list[tuple[int, dict[str, str]]]:
         """``(total, attributes)`` of every series of the counter ``metric``."""
@@ -203,6 +286,7 @@ class OtelMetrics:
         self._channels = ChannelSet()
         self._lock = threading.Lock()
         self._sinks: tuple[_Sink, ...] = ()
+        self._deferred = _Deferred()
         self.instruments: dict[Metric, Any] = {}
         if self.enabled:
             self._create(provider.get_meter(SCOPE, __version__))
@@ -212,6 +296,7 @@ class OtelMetrics:
 
         def counter_callback(metric: Metric) -> Callable[[CallbackOptions], Iterable[Any]]:
             def callback(_options: CallbackOptions) -> Iterator[Observation]:
+                self._deferred.drain()  # queued histogram values, before the SDK reads
                 for sink in self._sinks:
                     for total, attrs in sink.observations(metric):
                         yield Observation(total, attrs)
@@ -219,6 +304,7 @@ class OtelMetrics:
             return callback
 
         def state_callback(_options: CallbackOptions) -> Iterator[Observation]:
+            self._deferred.drain()
             keys = (CHANNEL.otel, ENDPOINT.otel, STATE.otel)
             for name, endpoint, state, value in self._channels.states():
                 yield Observation(value, dict(zip(keys, (name, endpoint, state), strict=True)))
@@ -260,7 +346,7 @@ class OtelMetrics:
         label = default_name(channel) if name is None else name
         self._channels.attach(label, channel)
         histograms = {m: i for m, i in self.instruments.items() if m.kind is Kind.HISTOGRAM}
-        sink = _Sink(label, histograms)
+        sink = _Sink(label, histograms, self._deferred)
         with self._lock:
             self._sinks = (*self._sinks, sink)
         remove_observer = balancer.add_observer(MetricsObserver(sink))
