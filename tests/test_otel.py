@@ -692,3 +692,28 @@ def test_cli_status_otel_view(cluster3: LocalCluster, capsys: pytest.CaptureFixt
         eps[2]: "SERVING",
     }
     assert trace.get_tracer_provider() is not None  # the CLI set no global provider
+
+
+def test_deferred_values_are_recorded_and_the_thread_ends_when_idle() -> None:
+    from eagle.ops.otel import _Deferred
+
+    class Quick(_Deferred):
+        INTERVAL = 0.01
+        IDLE = 3
+
+    class Instrument:
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def record(self, value: float, attrs: dict[str, str]) -> None:
+            self.values.append(value)
+
+    inst = Instrument()
+    deferred = Quick()
+    for i in range(100):
+        deferred.put(inst, float(i), {"k": "v"})
+    wait_until(lambda: len(inst.values) == 100, 5, "the background thread to record")
+    assert inst.values == [float(i) for i in range(100)]
+    wait_until(lambda: deferred._thread is None, 5, "the idle thread to end")
+    deferred.put(inst, 100.0, {"k": "v"})  # starts again
+    wait_until(lambda: len(inst.values) == 101, 5, "a value after the restart")
