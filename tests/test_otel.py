@@ -717,3 +717,79 @@ def test_deferred_values_are_recorded_and_the_thread_ends_when_idle() -> None:
     wait_until(lambda: deferred._thread is None, 5, "the idle thread to end")
     deferred.put(inst, 100.0, {"k": "v"})  # starts again
     wait_until(lambda: len(inst.values) == 101, 5, "a value after the restart")
+
+
+# ------------------------------------------------------------------ the core's call hooks
+class _Follow(eagle.hooks.CallTracer):
+    def __init__(self, method: str, log: list[tuple[Any, ...]]) -> None:
+        self.method = method
+        self.log = log
+
+    def on_attempt(self, attempt: eagle.hooks.AttemptEnd) -> None:
+        self.log.append(
+            (
+                "attempt",
+                attempt.endpoint,
+                attempt.code,
+                attempt.retried,
+                attempt.give_up,
+                attempt.delivery,
+            )
+        )
+
+    def on_end(self, report: Any, code: str, duration: float, attempts: int) -> None:
+        self.log.append(("end", code, attempts, len(report.attempts)))
+
+
+class _Starts(eagle.hooks.Observer):
+    def __init__(self) -> None:
+        self.log: list[tuple[Any, ...]] = []
+
+    def on_call_start(self, method: str) -> eagle.hooks.CallTracer:
+        self.log.append(("start", method))
+        return _Follow(method, self.log)
+
+
+def test_call_tracer_sees_every_attempt_once_with_the_decision() -> None:
+    clock = _Clock()
+    config = eagle.load_config(
+        {
+            "retry": {"idempotent_methods": ["/s.S/M"], "max_attempts": 2},
+            "outlier": {"enabled": False},
+        }
+    )
+    bal = Balancer(parse_endpoints("a:1,b:1"), config, clock=clock)
+    for ep in ("a:1", "b:1"):
+        bal.on_probe(ep, ProbeOutcome(ProbeResult.SERVING, 0.001))
+    # no observer follows calls: the driver asks nobody
+    plain = CallDriver(bal, "/s.S/M", timeout=5.0, wait_for_ready=False)
+    assert plain._tracers is None and plain._trace_attempts is None
+    starts = _Starts()
+    bal.add_observer(starts)
+    drv = CallDriver(bal, "/s.S/M", timeout=5.0, wait_for_ready=False)
+    first = drv.next_step().endpoint
+    failure = AttemptFailure("UNAVAILABLE", "x", Delivery.ANSWERED)
+    assert drv.failed(failure).retry
+    assert drv.next_step().kind.name == "SLEEP"
+    second = drv.next_step().endpoint
+    assert second != first
+    decision = drv.failed(failure)
+    assert not decision.retry
+    drv.finished("UNAVAILABLE")
+    assert starts.log == [
+        ("start", "/s.S/M"),
+        ("attempt", first, "UNAVAILABLE", True, None, Delivery.ANSWERED),
+        ("attempt", second, "UNAVAILABLE", False, eagle.GiveUp.MAX_ATTEMPTS, Delivery.ANSWERED),
+        ("end", "UNAVAILABLE", 2, 2),
+    ]
+    # cancelled while waiting out the backoff: no attempt was in flight, none is traced
+    starts.log.clear()
+    drv = CallDriver(bal, "/s.S/M", timeout=5.0, wait_for_ready=False)
+    first = drv.next_step().endpoint
+    assert drv.failed(failure).retry
+    drv.cancelled()
+    drv.finished("CANCELLED")
+    assert [e[0] for e in starts.log] == ["start", "attempt", "end"]
+    assert starts.log[-1][:3] == ("end", "CANCELLED", 1)
+    # a tracer that does not follow attempts gets no AttemptEnd built for it
+    assert not eagle.hooks.CallTracer.traces_attempts and _Follow.traces_attempts
