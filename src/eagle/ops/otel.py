@@ -37,9 +37,9 @@ instrument                         type, unit       attributes (all: ``grpc.targ
 
 ``grpc.target`` is the ``name`` given to :func:`instrument` (default: the channel's
 endpoints as given, comma-separated). Counters are cumulative sums read when the reader
-collects (asynchronous counters), so counting an event on the call path costs a dict
-update; the call duration is queued and recorded off the call path (:class:`_Deferred`),
-probe durations when the probe ends.
+collects (asynchronous counters); the call path only queues its counts and the call's
+duration, which a background thread and every collection apply (:class:`_Deferred`);
+probe durations are recorded when the probe ends.
 
 Next to grpc's own metrics (``grpc_observability.OpenTelemetryPlugin``, gRFC A66): grpc
 sees each of eagle's sub-channels as a channel whose ``grpc.target`` is one member, and
@@ -145,34 +145,50 @@ def _noop_tracer_provider(provider: Any) -> bool:
 
 # ---------------------------------------------------------------------- metrics
 class _Deferred:
-    """Histogram values recorded off the call path.
+    """Measurements taken off the call path.
 
     An OpenTelemetry SDK histogram record costs several microseconds (it cleans and
-    hashes the attributes every time); on an asyncio channel's event loop that is the
-    largest part of the adapter's cost. So the call path only appends ``(instrument,
-    value, attributes)`` to a queue, and a background thread records them every
-    :attr:`INTERVAL` seconds, while the caller waits on the network. Every collection
-    records what is queued first (the asynchronous instruments' callbacks drain the
-    queue before the SDK reads its storage), so a reader never misses a value. The thread
-    ends after a second with nothing to record and starts again with the next value.
-    Values recorded this way carry no exemplar (they are recorded outside the call's
-    context).
+    hashes the attributes every time), the largest part of the adapter's cost on an
+    asyncio channel's event loop; even a locked counter update is a microsecond. So the
+    call path only appends to a queue: ``(tally, key)`` for a count, ``(instrument, value,
+    attributes)`` for a histogram value (``deque.append`` is thread-safe and takes no
+    lock). A background thread applies them every :attr:`INTERVAL` seconds, while callers
+    wait on the network, and every collection applies what is queued first (the
+    asynchronous instruments' callbacks drain the queues before the SDK reads its
+    storage), so a reader never misses a measurement. The thread ends after a second
+    with nothing to do and starts again with the next measurement. Histogram values
+    recorded this way carry no exemplar (they are recorded outside the call's context).
     """
 
     INTERVAL = 0.1
-    #: past this many queued values the caller records them itself (no thread: a fork)
+    #: past this many queued measurements the caller applies them itself (a process
+    #: forked from one with the thread has none)
     LIMIT = 65536
     #: idle wake-ups before the thread ends
     IDLE = 10
 
     def __init__(self) -> None:
-        self._queue: collections.deque[tuple[Any, float, dict[str, str]]] = collections.deque()
-        self._lock = threading.Lock()
+        #: guards the tallies: applied here, read by the counters' callbacks
+        self.lock = threading.Lock()
+        self._counts: collections.deque[tuple[dict[tuple[str, ...], int], tuple[str, ...]]] = (
+            collections.deque()
+        )
+        self._values: collections.deque[tuple[Any, float, dict[str, str]]] = collections.deque()
+        self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
+    def count(self, tally: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
+        """Queue one count of ``key`` in ``tally``."""
+        queue = self._counts
+        queue.append((tally, key))
+        if self._thread is None:
+            self._start()
+        if len(queue) > self.LIMIT:
+            self.drain()
+
     def put(self, instrument: Any, value: float, attrs: dict[str, str]) -> None:
-        """Queue one histogram value (thread-safe, no lock on the way)."""
-        queue = self._queue
+        """Queue one histogram value."""
+        queue = self._values
         queue.append((instrument, value, attrs))
         if self._thread is None:
             self._start()
@@ -180,7 +196,7 @@ class _Deferred:
             self.drain()
 
     def _start(self) -> None:
-        with self._lock:
+        with self._start_lock:
             if self._thread is not None:
                 return
             thread = threading.Thread(target=self._run, name="eagle-otel-recorder", daemon=True)
@@ -188,11 +204,20 @@ class _Deferred:
         thread.start()
 
     def drain(self) -> None:
-        """Record every queued value now."""
-        queue = self._queue
+        """Apply every queued measurement now."""
+        counts = self._counts
+        if counts:
+            with self.lock:
+                while True:
+                    try:
+                        tally, key = counts.popleft()
+                    except IndexError:
+                        break
+                    tally[key] = tally.get(key, 0) + 1
+        values = self._values
         while True:
             try:
-                instrument, value, attrs = queue.popleft()
+                instrument, value, attrs = values.popleft()
             except IndexError:
                 return
             try:
@@ -200,36 +225,38 @@ class _Deferred:
             except Exception:
                 log.exception("eagle.ops.otel: recording a histogram value failed")
 
+    def _busy(self) -> bool:
+        return bool(self._counts) or bool(self._values)
+
     def _run(self) -> None:
         idle = 0
         while True:
             time.sleep(self.INTERVAL)
-            if self._queue:
+            if self._busy():
                 idle = 0
                 self.drain()
                 continue
             idle += 1
             if idle < self.IDLE:
                 continue
-            with self._lock:
-                if not self._queue:
+            with self._start_lock:
+                if not self._busy():
                     self._thread = None
                     return
 
 
 class _Sink:
     """One channel's measurements: counter tallies (read by the asynchronous counters'
-    callbacks) and histogram records, with attribute dicts built once per series. The
-    per-call histogram goes through :class:`_Deferred`; probe durations (recorded on
-    eagle's prober, not on a call) are recorded at once."""
+    callbacks) and histogram records, with attribute dicts built once per series. Counts
+    and the per-call histogram go through :class:`_Deferred`; probe durations (recorded
+    on eagle's prober, not on a call) are recorded at once."""
 
-    __slots__ = ("_attrs", "_deferred", "_hist", "_lock", "_name", "_tallies")
+    __slots__ = ("_attrs", "_deferred", "_hist", "_name", "_tallies")
 
     def __init__(self, name: str, histograms: dict[Metric, Any], deferred: _Deferred) -> None:
         self._name = name
         self._hist = histograms
         self._deferred = deferred
-        self._lock = threading.Lock()
         self._tallies: dict[Metric, dict[tuple[str, ...], int]] = {
             m: {} for m in CATALOGUE if m.kind is Kind.COUNTER
         }
@@ -249,9 +276,7 @@ class _Sink:
         return attrs
 
     def add(self, metric: Metric, values: tuple[str, ...]) -> None:
-        tally = self._tallies[metric]
-        with self._lock:
-            tally[values] = tally.get(values, 0) + 1
+        self._deferred.count(self._tallies[metric], values)
 
     def record(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
         if metric is CALL_DURATION:
@@ -261,7 +286,7 @@ class _Sink:
 
     def observations(self, metric: Metric) -> list[tuple[int, dict[str, str]]]:
         """``(total, attributes)`` of every series of the counter ``metric``."""
-        with self._lock:
+        with self._deferred.lock:
             items = list(self._tallies[metric].items())
         return [(n, self.attributes(metric, values)) for values, n in items]
 
