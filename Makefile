@@ -11,7 +11,10 @@ TESTS ?= tests
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,bench,prometheus]'
+	$(PY) -m pip install -q -e '.[dev,bench,prometheus,otel]'
+	# grpc's OpenTelemetry plugin for tests/test_otel.py, without its exact grpcio pin
+	# (==1.85.0; eagle needs >=1.85.1): the tests prove it works with the grpcio installed
+	$(PY) -m pip install -q --no-deps 'grpcio-observability>=1.85.0,<1.86'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -34,6 +34,7 @@ from .procs import REPO_ROOT, kill_all
 ALL_SCENARIOS = (
     "overhead",
     "idle",
+    "otel",
     "steady",
     "crash",
     "hang",
@@ -145,13 +146,14 @@ def _env() -> dict[str, Any]:
 
 
 def _run_one(ctx: Ctx, name: str) -> dict[str, Any]:
-    from . import failover, faults, fleet, idle, overhead, partition, retry_storm, scale
+    from . import failover, faults, fleet, idle, otel, overhead, partition, retry_storm, scale
 
     if name in faults.FAULT_SCENARIOS:
         return faults.run_fault_scenario(ctx, name)
     runners = {
         "overhead": overhead.run_overhead,
         "idle": idle.run_idle,
+        "otel": otel.run_otel,
         "failover": failover.run_failover,
         "retry_storm": retry_storm.run_retry_storm,
         "scale": scale.run_scale,
@@ -216,10 +218,11 @@ def reanalyze(out: Path, update_latest: bool) -> int:
                     victim=faults.VICTIM,
                     victim_endpoint=s["victim"],
                 )
-    ov = sc.get("overhead")
-    if isinstance(ov, dict):
-        for g in (ov.get("groups") or {}).values():
-            overhead.set_ratios(g)
+    for key in ("overhead", "otel"):
+        ov = sc.get(key)
+        if isinstance(ov, dict):
+            for g in (ov.get("groups") or {}).values():
+                overhead.set_ratios(g)
     sca = sc.get("scale")
     if isinstance(sca, dict) and "sizes" in sca:
         scale.add_marginal(sca)

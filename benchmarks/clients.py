@@ -136,15 +136,79 @@ class ClientSpec:
     def describe(self) -> str:
         if self.is_eagle:
             shell = "eagle.aio.insecure_channel" if self.mode == "aio" else "eagle.insecure_channel"
-            return f"`{shell}`, config `{self.config}`"
+            otel = self.extra.get("otel")
+            extra = f" + `eagle.ops.otel` ({otel}, SDK providers)" if otel else ""
+            return f"`{shell}`, config `{self.config}`{extra}"
         assert self.setup is not None
         prefix = "grpc.aio: " if self.mode == "aio" else ""
         return prefix + GRPC_DESCRIPTIONS[self.setup]
 
 
-def eagle(mode: str, config: str = "default") -> ClientSpec:
+def eagle(mode: str, config: str = "default", otel: str | None = None) -> ClientSpec:
+    """An eagle client; ``otel`` ("metrics", "traces" or "both") instruments its channel
+    with :mod:`eagle.ops.otel` over a real OpenTelemetry SDK (see :func:`instrument_otel`)."""
     label = f"eagle-{mode}" + ("" if config == "default" else f"[{config}]")
-    return ClientSpec(label=label, family="eagle", mode=mode, config=config)
+    if otel is None:
+        return ClientSpec(label=label, family="eagle", mode=mode, config=config)
+    return ClientSpec(
+        label=f"{label}+otel-{otel}",
+        family="eagle",
+        mode=mode,
+        config=config,
+        extra={"otel": otel},
+    )
+
+
+#: what an instrumented benchmark channel keeps alive (its SDK providers)
+_OTEL_PROVIDERS: list[Any] = []
+
+
+def instrument_otel(kind: str, channel: Any) -> None:
+    """Instrument ``channel`` with eagle's OpenTelemetry adapter as an application would:
+    an SDK meter provider whose periodic reader collects every second (into an exporter
+    that drops the data, so only the SDK's own work is measured), and for traces an SDK
+    tracer provider sampling every call, spans batched into an exporter that drops them."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    import eagle.ops.otel
+
+    class DropMetrics(MetricExporter):  # type: ignore[misc]
+        def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kw: Any) -> Any:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kw: Any) -> None:
+            return None
+
+    class DropSpans(SpanExporter):  # type: ignore[misc]
+        def export(self, spans: Any) -> Any:
+            return SpanExportResult.SUCCESS
+
+    meters = tracers = None
+    if kind in ("metrics", "both"):
+        reader = PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=1000)
+        meters = MeterProvider(metric_readers=[reader])
+    if kind in ("traces", "both"):
+        tracers = TracerProvider()
+        tracers.add_span_processor(BatchSpanProcessor(DropSpans()))
+    _OTEL_PROVIDERS.extend(p for p in (meters, tracers) if p is not None)
+    eagle.ops.otel.instrument(
+        channel,
+        "bench",
+        meter_provider=meters,
+        tracer_provider=tracers,
+        metrics=meters is not None,
+        traces=tracers is not None,
+    )
 
 
 #: call kinds a load job can make besides unary Echo: label suffix -> worker method
@@ -196,9 +260,12 @@ def build_sync_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
         import eagle as eagle_mod
 
         assert spec.config is not None
-        return eagle_mod.insecure_channel(
+        channel = eagle_mod.insecure_channel(
             endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
         )
+        if spec.extra.get("otel"):
+            instrument_otel(spec.extra["otel"], channel)
+        return channel
     assert spec.setup is not None
     target, options = grpc_target_and_options(spec.setup, endpoints)
     return grpc.insecure_channel(target, options=options)
@@ -212,9 +279,12 @@ def build_aio_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
         import eagle as eagle_mod
 
         assert spec.config is not None
-        return eagle_mod.aio.insecure_channel(
+        channel = eagle_mod.aio.insecure_channel(
             endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
         )
+        if spec.extra.get("otel"):
+            instrument_otel(spec.extra["otel"], channel)
+        return channel
     assert spec.setup is not None
     target, options = grpc_target_and_options(spec.setup, endpoints)
     return grpc.aio.insecure_channel(target, options=options)

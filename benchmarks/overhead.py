@@ -57,9 +57,9 @@ def set_ratios(g: dict[str, Any]) -> None:
     )
 
 
-def _round(ctx: Ctx, w: Worker, duration: float, tag: str) -> dict[str, Any]:
+def _round(ctx: Ctx, w: Worker, duration: float, name: str, tag: str) -> dict[str, Any]:
     t0 = time.monotonic() + 0.2
-    w.go(t0, duration, ctx.raw / f"overhead-{tag}.json")
+    w.go(t0, duration, ctx.raw / f"{tag}-{name}.json")
     ctx.sleep_until(t0 + duration)
     r = w.wait_done(duration + 30)
     b = analysis.basic(r, duration)
@@ -74,22 +74,16 @@ def _round(ctx: Ctx, w: Worker, duration: float, tag: str) -> dict[str, Any]:
     }
 
 
-def run_overhead(ctx: Ctx) -> dict[str, Any]:
-    quick = ctx.opts.quick
-    # many short paired rounds: the median of per-round ratios resists the bursts of load
-    # a shared machine has better than a few long rounds
-    rounds = 2 if quick else 9
-    duration = 0.8 if quick else 1.5
-    groups: list[tuple[str, int, list[ClientSpec]]] = [
-        ("sync, 1 thread", 1, [eagle("sync"), grpc_client("rr")]),
-        ("asyncio, 16 concurrent", 16, [eagle("aio"), grpc_client("rr", "aio")]),
-    ]
-    if not quick:
-        # for information: health-checked round robin and a plain channel, sync
-        groups[0][2].extend([grpc_client("rr_hc"), grpc_client("plain")])
-    total = sum(len(g[2]) for g in groups) * rounds * (duration + 0.4) + 4
-    ctx.stage("overhead: unary calls/s", total)
-    out: dict[str, Any] = {"rounds": rounds, "duration": duration, "groups": {}}
+Group = tuple[str, int, list[ClientSpec]]
+
+
+def measure_groups(
+    ctx: Ctx, groups: list[Group], rounds: int, duration: float, tag: str
+) -> dict[str, Any]:
+    """Paired, interleaved rounds of each group's clients on one 3-member cluster: the
+    first client of a group is measured against the second (its baseline), the order
+    reversed every other round. Returns the groups' results (see :func:`set_ratios`)."""
+    out: dict[str, Any] = {}
     t_stage = time.monotonic()
     with LocalCluster(3) as cluster:
         endpoints = cluster.endpoints
@@ -108,7 +102,7 @@ def run_overhead(ctx: Ctx) -> dict[str, Any]:
                 )
                 for c in clients
             ]
-            workers = start_workers(specs, ctx.logs / "overhead")
+            workers = start_workers(specs, ctx.logs / tag)
             try:
                 per: dict[str, list[dict[str, Any]]] = {c.label: [] for c in clients}
                 for i in range(rounds):
@@ -116,7 +110,7 @@ def run_overhead(ctx: Ctx) -> dict[str, Any]:
                     if i % 2:
                         order.reverse()
                     for c, w in order:
-                        per[c.label].append(_round(ctx, w, duration, f"{w.name}-r{i}"))
+                        per[c.label].append(_round(ctx, w, duration, f"{w.name}-r{i}", tag))
                         ctx.advance_to(time.monotonic() - t_stage)
             finally:
                 close_all(workers)
@@ -134,11 +128,30 @@ def run_overhead(ctx: Ctx) -> dict[str, Any]:
                     ),
                     "max_rss_mib": max(r["max_rss_mib"] for r in runs),
                 }
-            eag, base = clients[0].label, clients[1].label
-            g["eagle"] = eag
-            g["baseline"] = base
+            g["eagle"] = clients[0].label
+            g["baseline"] = clients[1].label
             set_ratios(g)
-            out["groups"][gname] = g
+            out[gname] = g
+    return out
+
+
+def run_overhead(ctx: Ctx) -> dict[str, Any]:
+    quick = ctx.opts.quick
+    # many short paired rounds: the median of per-round ratios resists the bursts of load
+    # a shared machine has better than a few long rounds
+    rounds = 2 if quick else 9
+    duration = 0.8 if quick else 1.5
+    groups: list[Group] = [
+        ("sync, 1 thread", 1, [eagle("sync"), grpc_client("rr")]),
+        ("asyncio, 16 concurrent", 16, [eagle("aio"), grpc_client("rr", "aio")]),
+    ]
+    if not quick:
+        # for information: health-checked round robin and a plain channel, sync
+        groups[0][2].extend([grpc_client("rr_hc"), grpc_client("plain")])
+    total = sum(len(g[2]) for g in groups) * rounds * (duration + 0.4) + 4
+    ctx.stage("overhead: unary calls/s", total)
+    out: dict[str, Any] = {"rounds": rounds, "duration": duration}
+    out["groups"] = measure_groups(ctx, groups, rounds, duration, "overhead")
     ctx.stage("overhead: pick cost", 8)
     out["pick"] = run_pick_cost(ctx, PICK_SIZES, seconds_per_case=0.1 if quick else 0.4)
     ctx.end_stage()

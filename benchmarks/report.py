@@ -106,6 +106,27 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             None if c is None else c["cpu_pct"] <= 0.3,
             "issue 11",
         )
+    # the OpenTelemetry adapter (issue 14) ------------------------------------------
+    ot = sc.get("otel")
+    for gname in ("sync, 1 thread: metrics", "asyncio, 16 concurrent: metrics"):
+        name = f"calls/s with eagle.ops.otel metrics on / off ({gname}) >= 0.97"
+        g = _get(ot, "groups", gname)
+        if g is None:
+            add("otel", name, "—", "—", None, "issue 14")
+            continue
+        on = g["clients"][g["eagle"]]["calls_per_s"]
+        off = g["clients"][g["baseline"]]["calls_per_s"]
+        r = g["ratio"]
+        add(
+            "otel",
+            name,
+            f"{r:.3f}, median of per-round ratios "
+            + ", ".join(f"{x:.3f}" for x in g["round_ratios"] if x is not None)
+            + f" ({on:,.0f} vs {off:,.0f} calls/s)",
+            f"{g['baseline']} {off:,.0f} calls/s",
+            r is not None and r >= 0.97,
+            "issue 14",
+        )
     # pick cost: every pick job of the run counts; the absolute bound is judged on the
     # worst (largest) figure any job measured, flatness within the job that measured N = 3
     own = {(c["n"], c["policy"]): c["pick_us"] for c in (_get(ov, "pick", "cases") or [])}
@@ -472,21 +493,28 @@ def _x(v: float | None) -> str:
     return "—" if v is None else f"{v:.2f}x"
 
 
-def section_overhead(ov: dict[str, Any] | None) -> str:
-    if not ov:
+def section_otel(ot: dict[str, Any] | None) -> str:
+    if not ot:
         return ""
-    if "error" in ov:
-        return f"## Overhead\n\nERROR: {ov['error']}\n"
+    if "error" in ot:
+        return f"## OpenTelemetry adapter\n\nERROR: {ot['error']}\n"
     parts = [
-        "## Overhead (issue 2)",
+        "## OpenTelemetry adapter (issue 14)",
         "",
-        f"Unary Echo calls as fast as possible over 3 healthy members, {ov['rounds']} "
-        f"interleaved round(s) of {ov['duration']:.1f} s per client (eagle, grpcio, ...; "
-        "order reversed every other round), median of the rounds shown. `x baseline` here "
-        "is the ratio of the medians; the target uses the median of the per-round ratios "
-        "(each round's runs ran back to back), see Targets.",
+        "The same eagle client with `eagle.ops.otel` on (a real OpenTelemetry SDK: a meter "
+        "provider whose periodic reader collects every second; with traces, a tracer "
+        "provider sampling every call, spans batched) and off, "
+        f"{ot['rounds']} interleaved round(s) of {ot['duration']:.1f} s each. The target "
+        f"(metrics on / off >= {ot.get('target', 0.97)}) uses the median of the per-round "
+        "ratios; traces are for information.",
+        "",
+        _pairs_table(ot),
         "",
     ]
+    return "\n".join(parts)
+
+
+def _pairs_table(ov: dict[str, Any]) -> str:
     rows = []
     for gname, g in ov["groups"].items():
         base = g["clients"][g["baseline"]]
@@ -504,23 +532,39 @@ def section_overhead(ov: dict[str, Any] | None) -> str:
                     fmt(c["max_rss_mib"], digits=1),
                 ]
             )
-    parts.append(
-        _table(
-            [
-                "mode",
-                "client",
-                "calls/s",
-                "x baseline",
-                "p50 ms",
-                "p99 ms",
-                "CPU s / 1000 calls",
-                "CPU x baseline",
-                "peak RSS MiB",
-            ],
-            rows,
-        )
+    return _table(
+        [
+            "mode",
+            "client",
+            "calls/s",
+            "x baseline",
+            "p50 ms",
+            "p99 ms",
+            "CPU s / 1000 calls",
+            "CPU x baseline",
+            "peak RSS MiB",
+        ],
+        rows,
     )
-    parts.append("")
+
+
+def section_overhead(ov: dict[str, Any] | None) -> str:
+    if not ov:
+        return ""
+    if "error" in ov:
+        return f"## Overhead\n\nERROR: {ov['error']}\n"
+    parts = [
+        "## Overhead (issue 2)",
+        "",
+        f"Unary Echo calls as fast as possible over 3 healthy members, {ov['rounds']} "
+        f"interleaved round(s) of {ov['duration']:.1f} s per client (eagle, grpcio, ...; "
+        "order reversed every other round), median of the rounds shown. `x baseline` here "
+        "is the ratio of the medians; the target uses the median of the per-round ratios "
+        "(each round's runs ran back to back), see Targets.",
+        "",
+        _pairs_table(ov),
+        "",
+    ]
     cases = _get(ov, "pick", "cases") or []
     if cases:
         parts += [
@@ -1144,6 +1188,7 @@ def render(res: dict[str, Any], plots: set[str] | None = None) -> str:
         lines += [f"- {t['target']}: {t['measured']}" for t in missed]
     lines += ["", "![success](plots/success.png)", ""]
     lines.append(section_overhead(sc.get("overhead")))
+    lines.append(section_otel(sc.get("otel")))
     lines.append(section_matrix(sc, ["steady", "crash", "hang", "drain", "slow", "flap"], opts))
     lines.append(section_failover(sc.get("failover")))
     lines.append(section_retry_storm(sc.get("retry_storm")))

@@ -24,7 +24,15 @@ Events (all arguments are plain values; endpoints are keyed as the user gave the
 ``on_call(report, code, duration)``                  a call ended as the application saw it
                                                      (all attempts): final code, seconds, and
                                                      its :class:`eagle.CallReport`
+``on_call_start(method)``                            a call starts (in the application's thread
+                                                     or task); return a :class:`CallTracer` to
+                                                     follow it attempt by attempt, or None
 ==================================================  ==========================================
+
+A :class:`CallTracer` learns of each attempt's end (``on_attempt(attempt)``, an
+:class:`AttemptEnd`: member, status, duration, whether the call goes on) and of the
+call's end (``on_end(report, code, duration, attempts)``); see :mod:`eagle.ops.otel` for
+one that makes OpenTelemetry spans.
 
 Only overridden methods are called, so observing probes and transitions costs nothing
 per call. Callbacks run on eagle's or grpc's threads (or in the event loop for
@@ -36,12 +44,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .core.calls import AttemptEnd
 from .core.health import ProbeOutcome, ProbeResult
-from .core.observers import EVENTS, Observer
+from .core.observers import EVENTS, CallTracer, Observer
 from .core.status import State, Transition
 
 __all__ = [
     "EVENTS",
+    "AttemptEnd",
+    "CallTracer",
     "Observer",
     "ProbeOutcome",
     "ProbeResult",

@@ -16,7 +16,9 @@ Each shell has exactly one attempt loop, used by every call kind and by hedging:
 Every decision (which member, whether to retry, whether the outcome is unknown) is made
 here and comes back typed (:class:`~eagle.core.retry.GiveUp`,
 :class:`~eagle.core.retry.Delivery`); time comes only from the balancer's clock.
-What eagle learned about a call is summed up in a :class:`CallReport`.
+What eagle learned about a call is summed up in a :class:`CallReport`. Observers that
+follow single calls (:meth:`eagle.core.observers.Observer.on_call_start`) learn of each
+attempt's end as an :class:`AttemptEnd`, and of the call's end.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "SEND",
     "SLEEP",
     "WAIT",
+    "AttemptEnd",
     "AttemptFailure",
     "AttemptRecord",
     "CallDriver",
@@ -136,6 +139,36 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """One attempt of a call ended, as told to a call's tracers
+    (:meth:`eagle.core.observers.CallTracer.on_attempt`).
+
+    Attributes:
+        endpoint: the member the attempt was sent to.
+        code: its status name: "OK", grpc's code of a failure, "CANCELLED" when the
+            application cancelled the call or the channel was closed under it.
+        duration: seconds from the attempt's start to its end.
+        delivery: how far a failed attempt got (:class:`Delivery`); None for a success
+            or a cancellation.
+        retried: True when the call goes on with another attempt because of this failure.
+        give_up: why the call was not tried again after this attempt, when it ended the
+            call with its failure (None when it succeeded, was retried, or was hedged).
+        backoff: seconds the call waits before its next attempt (when ``retried``).
+        hedged: one of several concurrent attempts of a hedge round whose end decided
+            nothing by itself (the round's outcome is its last attempt).
+    """
+
+    endpoint: str
+    code: str
+    duration: float
+    delivery: Delivery | None = None
+    retried: bool = False
+    give_up: GiveUp | None = None
+    backoff: float = 0.0
+    hedged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CallReport:
     """What eagle knows about a finished call, on top of what grpc shows.
 
@@ -174,10 +207,13 @@ class CallDriver:
         "_clock",
         "_delay",
         "_give_up",
+        "_inflight",
         "_local",
         "_method",
         "_records",
         "_start",
+        "_trace_attempts",
+        "_tracers",
         "_unknown",
         "_wait",
         "endpoint",
@@ -207,6 +243,11 @@ class CallDriver:
         self._give_up: GiveUp | None = None
         self._unknown = False
         self._local = False
+        self._inflight = False  # an attempt was sent and its end not yet traced
+        observers = balancer.observers
+        tracers = observers.start_call(method) if observers.call_start else None
+        self._tracers = tracers
+        self._trace_attempts = None if tracers is None else observers.attempt_tracers(tracers)
 
     @property
     def method(self) -> str:
@@ -266,6 +307,7 @@ class CallDriver:
         self._bal.stats.attempts += 1
         self.endpoint = ep
         self.started = now
+        self._inflight = True
         return Step(SEND, ep, timeout)
 
     def _fail(self, code: str, details: str, give_up: GiveUp, release: str | None = None) -> Step:
@@ -282,6 +324,39 @@ class CallDriver:
             records = self._records = []
         records.append(AttemptRecord(endpoint, code, delivery))
 
+    def _trace(
+        self,
+        endpoint: str,
+        code: str,
+        delivery: Delivery | None = None,
+        decision: Decision | None = None,
+        backoff: float = 0.0,
+        started: float | None = None,
+    ) -> None:
+        """Tell the call's tracers that an attempt ended: the attempt in flight (once),
+        or with ``started`` one attempt of a hedge round."""
+        tracers = self._trace_attempts
+        if tracers is None:
+            return
+        hedged = started is not None
+        if not hedged:
+            if not self._inflight:
+                return
+            self._inflight = False
+            started = self.started
+        assert started is not None
+        end = AttemptEnd(
+            endpoint,
+            code,
+            self._clock() - started,
+            delivery,
+            decision is not None and decision.retry,
+            None if decision is None else decision.give_up,
+            backoff,
+            hedged,
+        )
+        self._bal.observers.trace_attempt(tracers, end)
+
     def succeeded(self) -> None:
         """Report that the attempt in flight succeeded."""
         ep = self.endpoint
@@ -289,6 +364,8 @@ class CallDriver:
             if self._records is not None:
                 self._record(ep, "OK", None)
             self._bal.done(ep, "OK", self._clock() - self.started)
+            if self._trace_attempts is not None:
+                self._trace(ep, "OK")
 
     def cancelled(self) -> None:
         """Report that the application cancelled the call (its attempt in flight, if any,
@@ -298,6 +375,8 @@ class CallDriver:
         if ep is not None:
             self._record(ep, "CANCELLED", None)
             self._bal.release(ep, self._clock() - self.started)
+            if self._trace_attempts is not None:
+                self._trace(ep, "CANCELLED")
 
     def closed(self) -> None:
         """Report that the call ended because the channel was closed."""
@@ -306,6 +385,8 @@ class CallDriver:
         ep = self.endpoint
         if ep is not None:
             self._bal.release(ep, self._clock() - self.started)
+            if self._trace_attempts is not None:
+                self._trace(ep, "CANCELLED")
 
     def classify(self, failure: AttemptFailure) -> Delivery:
         """The delivery the core judges ``failure`` by: an answer that proves the request
@@ -332,10 +413,15 @@ class CallDriver:
         self._bal.note_retry(rd.retry, ep, self._method, failure.code, rd.give_up)
         if rd.retry:
             self._delay = rd.delay
+            if self._trace_attempts is not None and ep is not None:
+                self._trace(ep, failure.code, delivery, _RETRY, rd.delay)
             return _RETRY
         self._give_up = rd.give_up
         self._unknown = delivery is Delivery.UNANSWERED
-        return Decision(False, rd.give_up, self._unknown)
+        decision = Decision(False, rd.give_up, self._unknown)
+        if self._trace_attempts is not None and ep is not None:
+            self._trace(ep, failure.code, delivery, decision)
+        return decision
 
     def _retry_code(self, code: str, now: float) -> str:
         """The code to judge a retry by. An attempt that used up its per-try timeout
@@ -355,8 +441,14 @@ class CallDriver:
         """The call ended with status ``code`` (a ``grpc.StatusCode`` name): ``on_call``
         observers learn of it, as the application saw it."""
         observers = self._bal.observers
-        if observers.call:
-            observers.emit_call(self.report(), code, self._clock() - self._start)
+        tracers = self._tracers
+        if observers.call or tracers is not None:
+            report = self.report()
+            duration = self._clock() - self._start
+            if observers.call:
+                observers.emit_call(report, code, duration)
+            if tracers is not None:
+                observers.trace_end(tracers, report, code, duration, self.plan.attempts)
 
     def report(self) -> CallReport:
         """What eagle knows about the call so far (see :class:`CallReport`)."""
@@ -411,10 +503,14 @@ class CallDriver:
             self.succeeded()
         elif failure.code == "CANCELLED" and failure.delivery is not Delivery.ANSWERED:
             self._bal.release(endpoint, self._clock() - started)
+            if self._trace_attempts is not None:
+                self._trace(endpoint, "CANCELLED", started=started)
         else:
             delivery = self.classify(failure)
             self._record(endpoint, failure.code, delivery)
             self._bal.attempt_failed(endpoint, failure, delivery, self._clock() - started)
+            if self._trace_attempts is not None:
+                self._trace(endpoint, failure.code, delivery, started=started)
 
 
 class HedgeRound:

@@ -1,10 +1,16 @@
 """Observers: plain callbacks for telemetry (metrics, tracing, logs of your own).
 
 An :class:`Observer` gets told about probes, state transitions, picks, retries, retry
-budget refusals, ejections and stream moves. Subclass it and override only the methods
-you need: the balancer keeps one tuple of bound methods per event and calls only the
-ones that were overridden, so an event nobody observes costs one truthiness test, with
-no lock and no allocation on the call path.
+budget refusals, ejections, stream moves and finished calls. Subclass it and override only
+the methods you need: the balancer keeps one tuple of bound methods per event and calls
+only the ones that were overridden, so an event nobody observes costs one truthiness test,
+with no lock and no allocation on the call path.
+
+To follow single calls attempt by attempt (spans, per-call counts), an observer's
+:meth:`Observer.on_call_start` returns a :class:`CallTracer` for the call: it learns of
+every attempt's end and of the call's end. This is gRFC A66's call tracer
+(https://github.com/grpc/proposal/blob/master/A66-otel-stats.md, "OpenTelemetry Plugin
+Architecture"), with eagle's members and retry decisions in it.
 
 Callbacks run on eagle's threads (probe callbacks, the caller's thread for picks and
 retries) or in the event loop for ``eagle.aio``: keep them short and never block. An
@@ -18,15 +24,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .health import ProbeOutcome
 
 if TYPE_CHECKING:
-    from .calls import CallReport
+    from .calls import AttemptEnd, CallReport
 from .status import State, Transition
 
-__all__ = ["EVENTS", "Observer", "ObserverSet"]
+__all__ = ["EVENTS", "CallTracer", "Observer", "ObserverSet"]
 
 log = logging.getLogger("eagle.observers")
 
@@ -40,7 +46,38 @@ EVENTS: tuple[str, ...] = (
     "on_ejection",
     "on_stream_move",
     "on_call",
+    "on_call_start",
 )
+
+
+class CallTracer:
+    """Follows one call from its start to its end; made by :meth:`Observer.on_call_start`.
+
+    Every method is a no-op by default. Callbacks run where the attempt or the call ended
+    (the caller's thread, grpc's callback threads, or the event loop): keep them short.
+    An exception in one is logged (``eagle.observers``) and otherwise ignored.
+    """
+
+    __slots__ = ()
+
+    #: whether this class overrides :meth:`on_attempt` (set for every subclass): a call
+    #: none of whose tracers does builds no :class:`AttemptEnd` at all
+    traces_attempts: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.traces_attempts = cls.on_attempt is not CallTracer.on_attempt
+
+    def on_attempt(self, attempt: AttemptEnd) -> None:
+        """An attempt of the call ended (see :class:`eagle.core.calls.AttemptEnd`): its
+        member, status, duration, and whether the call goes on because of it."""
+
+    def on_end(self, report: CallReport, code: str, duration: float, attempts: int) -> None:
+        """The call ended as the application saw it: final status ``code`` (name),
+        ``duration`` in seconds since the call started, ``report`` as for
+        :meth:`Observer.on_call`, and ``attempts``: every attempt started, hedged and
+        transparent re-sends included (``report.attempts`` leaves out hedged attempts
+        cancelled because another one won)."""
 
 
 class Observer:
@@ -79,6 +116,13 @@ class Observer:
         status ``code`` (name), ``duration`` in seconds, and ``report`` (members,
         attempts, outcome unknown, why it was not retried)."""
 
+    def on_call_start(self, method: str) -> CallTracer | None:
+        """A call of ``method`` starts, in the application's thread or task (its context
+        variables, e.g. the current OpenTelemetry span, are the application's). Return a
+        :class:`CallTracer` to follow this call, or None. One tracer may follow many calls
+        (return the same object) when it keeps no per-call state."""
+        return None
+
 
 def _overridden(observer: Any, name: str) -> Callable[..., None] | None:
     """The bound method ``name`` of ``observer`` unless it is :class:`Observer`'s no-op."""
@@ -110,6 +154,7 @@ class ObserverSet:
         self.ejection: tuple[Callable[[str, str], None], ...] = ()
         self.stream_move: tuple[Callable[[str, str], None], ...] = ()
         self.call: tuple[Callable[[CallReport, str, float], None], ...] = ()
+        self.call_start: tuple[Callable[[str], CallTracer | None], ...] = ()
 
     def __len__(self) -> int:
         return len(self._observers)
@@ -145,6 +190,7 @@ class ObserverSet:
         self.ejection = hooks("on_ejection")
         self.stream_move = hooks("on_stream_move")
         self.call = hooks("on_call")
+        self.call_start = hooks("on_call_start")
 
     # ------------------------------------------------------------ fan-out
     @staticmethod
@@ -192,3 +238,49 @@ class ObserverSet:
         """Tell every ``on_call`` observer."""
         for fn in self.call:
             self._call(fn, report, code, duration)
+
+    def start_call(self, method: str) -> tuple[CallTracer, ...] | None:
+        """Ask every ``on_call_start`` observer for a tracer of a new call of ``method``;
+        None when none wants to follow it."""
+        out: tuple[CallTracer, ...] | None = None
+        for fn in self.call_start:
+            try:
+                tracer = fn(method)
+            except Exception:
+                log.exception("eagle observer %r failed", fn)
+                continue
+            if tracer is not None:
+                out = (tracer,) if out is None else (*out, tracer)
+        return out
+
+    @staticmethod
+    def attempt_tracers(tracers: tuple[CallTracer, ...]) -> tuple[CallTracer, ...] | None:
+        """The tracers of a call that follow its attempts (None when none does)."""
+        if len(tracers) == 1:
+            return tracers if getattr(tracers[0], "traces_attempts", True) else None
+        out = tuple(t for t in tracers if getattr(t, "traces_attempts", True))
+        return out or None
+
+    @staticmethod
+    def trace_attempt(tracers: tuple[CallTracer, ...], attempt: AttemptEnd) -> None:
+        """Tell a call's tracers that one of its attempts ended."""
+        for t in tracers:
+            try:
+                t.on_attempt(attempt)
+            except Exception:
+                log.exception("eagle call tracer %r failed", t)
+
+    @staticmethod
+    def trace_end(
+        tracers: tuple[CallTracer, ...],
+        report: CallReport,
+        code: str,
+        duration: float,
+        attempts: int,
+    ) -> None:
+        """Tell a call's tracers that it ended."""
+        for t in tracers:
+            try:
+                t.on_end(report, code, duration, attempts)
+            except Exception:
+                log.exception("eagle call tracer %r failed", t)

@@ -78,6 +78,13 @@ examples:
   eagle status --endpoints 10.0.0.1:443 --cacert ca.pem --cert me.pem --key me.key \\
       --tls-server-name etcd.internal
   eagle status --endpoints a:2379,b:2379 --watch --interval 0.5
+  eagle status --endpoints a:2379,b:2379 --otel
+
+--otel also prints what eagle's OpenTelemetry adapter (eagle.ops.otel) recorded
+while the table was made, as an OpenTelemetry SDK reader collects it: the same
+numbers your OTel pipeline gets, under the names it gets them (STATE is
+eagle.endpoint.state, LATENCY the last eagle.probe.duration). Needs
+opentelemetry-sdk.
 """
 
 _PROBE_EPILOG = """\
@@ -228,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--count", type=_count, metavar="N", default=None, help="--watch: stop after N refreshes"
+    )
+    status.add_argument(
+        "--otel",
+        action="store_true",
+        help="also show the OpenTelemetry series eagle recorded (needs opentelemetry-sdk)",
     )
     probe = sub.add_parser(
         "probe",
@@ -434,24 +446,114 @@ def _is_tls(args: argparse.Namespace) -> bool:
     return bool(args.tls or args.cacert or args.cert or args.key or args.tls_server_name)
 
 
+class _OtelView:
+    """``status --otel``: eagle's OpenTelemetry adapter on the CLI's channel, read by an
+    in-memory OpenTelemetry SDK reader (what a real pipeline's reader collects)."""
+
+    #: the ``grpc.target`` of every series the CLI shows
+    NAME = "eagle-status"
+
+    def __init__(self, ch: Channel) -> None:
+        try:
+            from opentelemetry.sdk.metrics import MeterProvider
+            from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        except ImportError:
+            raise _UsageError(
+                "eagle status: error: --otel needs the OpenTelemetry SDK: "
+                "pip install 'eagle-grpc[otel]' opentelemetry-sdk"
+            ) from None
+        from .otel import OtelMetrics
+
+        self._reader = InMemoryMetricReader()
+        self._provider = MeterProvider(metric_readers=[self._reader])
+        self._stop = OtelMetrics(self._provider).instrument(ch, self.NAME)
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every data point now: name, attributes, and value or count and sum."""
+        from opentelemetry.sdk.metrics.export import HistogramDataPoint
+
+        data = self._reader.get_metrics_data()
+        out: list[dict[str, Any]] = []
+        for rm in data.resource_metrics if data is not None else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for dp in m.data.data_points:
+                        attrs = dict(dp.attributes or {})
+                        row: dict[str, Any] = {"name": m.name, "attributes": attrs}
+                        if isinstance(dp, HistogramDataPoint):
+                            row.update(count=dp.count, sum=dp.sum)
+                        else:
+                            row["value"] = getattr(dp, "value", None)
+                        out.append(row)
+        return out
+
+    def probed(self, endpoints: Sequence[str]) -> bool:
+        """True once a probe of every endpoint was recorded."""
+        seen = {
+            p["attributes"].get("eagle.endpoint")
+            for p in self.points()
+            if p["name"] == "eagle.probes"
+        }
+        return all(ep in seen for ep in endpoints)
+
+    def close(self) -> None:
+        self._stop()
+        self._provider.shutdown()
+
+    @staticmethod
+    def render(points: list[dict[str, Any]]) -> str:
+        """One line per series, ``name{attr="value",...} value`` (histograms: count and
+        sum); the state gauge only where it is 1."""
+        lines = []
+        for p in points:
+            if p["name"] == "eagle.endpoint.state" and not p.get("value"):
+                continue
+            attrs = ",".join(f'{k}="{v}"' for k, v in p["attributes"].items())
+            hist = "count" in p
+            value = f"count={p['count']} sum={p['sum']:.6g}" if hist else f"{p['value']:g}"
+            lines.append(f"{p['name']}{{{attrs}}} {value}")
+        return "\n".join(sorted(lines))
+
+
 def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cfg = _config(args)
     membership = cfg.membership.provider is not None
     tls = _is_tls(args)
     as_json = args.write_out == "json"
+    if args.otel and args.watch:
+        raise _UsageError("eagle status: error: --otel does not go with --watch")
     with _channel(args, cfg) as ch:
+        view = _OtelView(ch) if args.otel else None
+        started = time.monotonic()
         snap = _settle(ch, cfg, args.wait)
+        if view is not None:
+            # the channel probed before the view was attached: wait (within the same
+            # bound) until the view saw a probe of every endpoint too
+            limit = started + (settle_time(cfg) if args.wait is None else args.wait)
+            while not view.probed(list(snap)) and time.monotonic() < limit:
+                ch.wait_for_change(snap.version, 0.05)
+            snap = ch.status()
         if not args.watch:
+            points = [] if view is None else view.points()
+            if view is not None:
+                view.close()
             if as_json:
                 now = time.monotonic()
-                doc = {
+                doc: dict[str, Any] = {
                     "endpoints": [_row_json(st, tls, now) for st in snap.values()],
                     "serving": sum(st.serving for st in snap.values()),
                     "total": len(snap),
                 }
+                if view is not None:
+                    doc["otel"] = points
                 print(json.dumps(doc, indent=2), file=out)
             else:
                 print(status_table(snap, membership=membership, tls=tls), file=out)
+                if view is not None:
+                    print(
+                        "\nOpenTelemetry (eagle.ops.otel, as an SDK reader collects it):", file=out
+                    )
+                    print(_OtelView.render(points), file=out)
             _complain(snap, tls, err)
             answered = all(
                 st.state not in (State.UNREACHABLE, State.UNKNOWN) for st in snap.values()

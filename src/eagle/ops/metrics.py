@@ -30,28 +30,42 @@ name                                     type       labels besides channel, endp
 ``eagle_retry_budget_refusals_total``    counter
 ``eagle_ejections_total``                counter
 ``eagle_stream_moves_total``             counter
+``eagle_client_call_duration_seconds``   histogram  ``method``, ``code`` (no
+                                                    ``endpoint``): calls as the
+                                                    application saw them
+``eagle_client_calls_total``            counter    ``method``, ``code``, ``attempts``
+                                                    (no ``endpoint``): calls by how
+                                                    many attempts each made
 =======================================  =========  ===================================
 
 ``eagle_endpoint_state`` is read from the channel's status table at scrape time, so it is
-never stale and follows ``update_endpoints``. Counters are fed by an
-:class:`eagle.hooks.Observer`; the retry, pick and stream-move counters count the member
-the attempt or stream was on.
+never stale and follows ``update_endpoints``. Counters and histograms are fed by
+:class:`eagle.ops.telemetry.MetricsObserver`, the same observer that feeds the
+OpenTelemetry adapter (:mod:`eagle.ops.otel`); the retry, pick and stream-move counters
+count the member the attempt or stream was on.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..core.health import ProbeOutcome, ProbeResult
-from ..core.observers import Observer
-from ..core.status import State, Transition
+from .telemetry import (
+    CATALOGUE,
+    ENDPOINT_STATE,
+    PROBE_BUCKETS,
+    PROBE_DURATION,
+    ChannelSet,
+    Kind,
+    Metric,
+    MetricsObserver,
+    balancer_of,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-    from prometheus_client.metrics_core import Metric
+    from prometheus_client.metrics_core import Metric as PromMetric
 
 __all__ = [
     "DEFAULT_BUCKETS",
@@ -62,20 +76,7 @@ __all__ = [
 ]
 
 #: probe latency buckets in seconds: loopback (sub-ms) up to a slow WAN member
-DEFAULT_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
+DEFAULT_BUCKETS: tuple[float, ...] = PROBE_BUCKETS
 
 _INSTALL_HINT = (
     "eagle.ops.metrics needs the prometheus-client package: "
@@ -94,24 +95,9 @@ def _prometheus() -> Any:
 class _StateCollector:
     """Reads every instrumented channel's status table at scrape time."""
 
-    def __init__(self, prefix: str) -> None:
-        self._name = f"{prefix}_endpoint_state"
-        self._lock = threading.Lock()
-        self._channels: dict[str, weakref.ref[Any]] = {}
-
-    def attach(self, name: str, channel: Any) -> None:
-        with self._lock:
-            old = self._channels.get(name)
-            live = old() if old is not None else None
-            if live is not None and live is not channel and not getattr(live, "closed", False):
-                raise ValueError(f"a channel named {name!r} is already instrumented")
-            self._channels[name] = weakref.ref(channel)
-
-    def detach(self, name: str, channel: Any) -> None:
-        with self._lock:
-            ref = self._channels.get(name)
-            if ref is not None and ref() in (channel, None):
-                del self._channels[name]
+    def __init__(self, prefix: str, channels: ChannelSet) -> None:
+        self._name = f"{prefix}_{ENDPOINT_STATE.prom}"
+        self._channels = channels
 
     def _family(self) -> Any:
         _prometheus()
@@ -119,66 +105,46 @@ class _StateCollector:
 
         return GaugeMetricFamily(
             self._name,
-            "Effective state of each member: 1 for its current state, 0 for the others.",
-            labels=["channel", "endpoint", "state"],
+            ENDPOINT_STATE.description,
+            labels=["channel", *(label.prom for label in ENDPOINT_STATE.labels)],
         )
 
-    def describe(self) -> Iterable[Metric]:
+    def describe(self) -> Iterable[PromMetric]:
         return [self._family()]
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[PromMetric]:
         fam = self._family()
-        with self._lock:
-            items = list(self._channels.items())
-        for name, ref in items:
-            ch = ref()
-            if ch is None or getattr(ch, "closed", False):
-                continue
-            for endpoint, st in ch.status().items():
-                for state in State:
-                    fam.add_metric([name, endpoint, state.value], 1.0 if st.state is state else 0.0)
+        for name, endpoint, state, value in self._channels.states():
+            fam.add_metric([name, endpoint, state], value)
         return [fam]
 
 
-class _ChannelObserver(Observer):
-    """Feeds one channel's events into the shared metric families."""
+class _Sink:
+    """One channel's measurements into the shared Prometheus families."""
+
+    __slots__ = ("_children", "_families", "_kept", "_name")
 
     def __init__(self, metrics: PrometheusMetrics, name: str) -> None:
-        self._m = metrics
+        self._families = metrics.families
         self._name = name
-        # per-endpoint children, looked up once (labels() takes a lock and builds a tuple)
-        self._picks: dict[str, Any] = {}
+        self._kept = {m: m.prom_kept for m in metrics.families}
+        # children by label values, looked up once (labels() takes a lock and builds a tuple)
+        self._children: dict[Metric, dict[tuple[str, ...], Any]] = {m: {} for m in metrics.families}
 
-    def on_probe(self, endpoint: str, outcome: ProbeOutcome) -> None:
-        m = self._m
-        m.probes.labels(self._name, endpoint, outcome.result.value).inc()
-        if outcome.result is not ProbeResult.UNREACHABLE:
-            m.probe_duration.labels(self._name, endpoint).observe(outcome.latency)
-
-    def on_transition(self, transition: Transition) -> None:
-        self._m.transitions.labels(self._name, transition.endpoint, transition.new.value).inc()
-
-    def on_pick(self, endpoint: str | None, method: str) -> None:
-        if endpoint is None:
-            self._m.no_member.labels(self._name).inc()
-            return
-        child = self._picks.get(endpoint)
+    def _child(self, metric: Metric, values: tuple[str, ...]) -> Any:
+        children = self._children[metric]
+        child = children.get(values)
         if child is None:
-            child = self._m.picks.labels(self._name, endpoint)
-            self._picks[endpoint] = child
-        child.inc()
+            kept = self._kept[metric]
+            child = self._families[metric].labels(self._name, *(values[i] for i in kept))
+            children[values] = child
+        return child
 
-    def on_retry(self, endpoint: str, method: str, code: str) -> None:
-        self._m.retries.labels(self._name, endpoint, code).inc()
+    def add(self, metric: Metric, values: tuple[str, ...]) -> None:
+        self._child(metric, values).inc()
 
-    def on_budget_refusal(self, endpoint: str, method: str, code: str) -> None:
-        self._m.budget_refusals.labels(self._name, endpoint).inc()
-
-    def on_ejection(self, endpoint: str, reason: str) -> None:
-        self._m.ejections.labels(self._name, endpoint).inc()
-
-    def on_stream_move(self, endpoint: str, reason: str) -> None:
-        self._m.stream_moves.labels(self._name, endpoint).inc()
+    def record(self, metric: Metric, values: tuple[str, ...], value: float) -> None:
+        self._child(metric, values).observe(value)
 
 
 class PrometheusMetrics:
@@ -186,8 +152,11 @@ class PrometheusMetrics:
     :meth:`instrument`.
 
     ``registry`` defaults to ``prometheus_client.REGISTRY``. ``prefix`` replaces
-    ``eagle`` in every metric name. Raises ``ImportError`` naming the package to install
-    when ``prometheus-client`` is missing.
+    ``eagle`` in every metric name; ``buckets`` are the probe duration buckets. Raises
+    ``ImportError`` naming the package to install when ``prometheus-client`` is missing.
+    The families are eagle's metric catalogue (:data:`eagle.ops.telemetry.CATALOGUE`);
+    ``families`` maps each catalogue entry to its family, also reachable as an attribute
+    named by the entry's key (``probes``, ``picks``, ``retries`` ...).
     """
 
     def __init__(
@@ -200,57 +169,21 @@ class PrometheusMetrics:
         prom = _prometheus()
         self.registry: CollectorRegistry = prom.REGISTRY if registry is None else registry
         reg = self.registry
-        ep = ["channel", "endpoint"]
-        self.probe_duration = prom.Histogram(
-            f"{prefix}_probe_duration_seconds",
-            "Latency of health probes that got an answer, in seconds.",
-            ep,
-            registry=reg,
-            buckets=tuple(buckets),
-        )
-        self.probes = prom.Counter(
-            f"{prefix}_probes",
-            "Health probes by result (SERVING, NOT_SERVING, UNREACHABLE).",
-            [*ep, "result"],
-            registry=reg,
-        )
-        self.transitions = prom.Counter(
-            f"{prefix}_state_transitions",
-            "Changes of a member's effective state, by the state entered.",
-            [*ep, "state"],
-            registry=reg,
-        )
-        self.picks = prom.Counter(
-            f"{prefix}_picks", "Attempts placed on each member.", ep, registry=reg
-        )
-        self.no_member = prom.Counter(
-            f"{prefix}_picks_without_member",
-            "Attempts for which no member could serve.",
-            ["channel"],
-            registry=reg,
-        )
-        self.retries = prom.Counter(
-            f"{prefix}_retries",
-            "Failed attempts on each member that eagle retried, by status code.",
-            [*ep, "code"],
-            registry=reg,
-        )
-        self.budget_refusals = prom.Counter(
-            f"{prefix}_retry_budget_refusals",
-            "Failed attempts that were not retried because the retry budget was spent.",
-            ep,
-            registry=reg,
-        )
-        self.ejections = prom.Counter(
-            f"{prefix}_ejections", "Outlier ejections of each member.", ep, registry=reg
-        )
-        self.stream_moves = prom.Counter(
-            f"{prefix}_stream_moves",
-            "Streams the watchdog ended on a member that left SERVING.",
-            ep,
-            registry=reg,
-        )
-        self._states = _StateCollector(prefix)
+        self.families: dict[Metric, Any] = {}
+        for m in CATALOGUE:
+            if m.kind is Kind.STATE:
+                continue
+            labels = ["channel", *(m.labels[i].prom for i in m.prom_kept)]
+            name = f"{prefix}_{m.prom}"
+            if m.kind is Kind.COUNTER:
+                fam = prom.Counter(name, m.description, labels, registry=reg)
+            else:
+                bounds = tuple(buckets) if m is PROBE_DURATION else m.buckets
+                fam = prom.Histogram(name, m.description, labels, registry=reg, buckets=bounds)
+            self.families[m] = fam
+            setattr(self, m.key, fam)
+        self._channels = ChannelSet()
+        self._states = _StateCollector(prefix, self._channels)
         reg.register(self._states)
         if prefix == "eagle":
             with _DEFAULT_LOCK:
@@ -263,15 +196,13 @@ class PrometheusMetrics:
         that stops exporting it (its counters keep their last values). ``ValueError`` when
         another live channel already uses ``name``.
         """
-        balancer = getattr(channel, "balancer", None)
-        if balancer is None:
-            raise TypeError(f"instrument: expected an eagle channel, got {type(channel).__name__}")
-        self._states.attach(name, channel)
-        remove_observer = balancer.add_observer(_ChannelObserver(self, name))
+        balancer = balancer_of(channel, "instrument")
+        self._channels.attach(name, channel)
+        remove_observer = balancer.add_observer(MetricsObserver(_Sink(self, name)))
 
         def stop() -> None:
             remove_observer()
-            self._states.detach(name, channel)
+            self._channels.detach(name, channel)
 
         return stop
 
