@@ -273,3 +273,28 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def restart_metrics(
+    result: dict[str, Any], *, t_restart: float, victim: int, victim_endpoint: str
+) -> dict[str, Any]:
+    """After a killed member is restarted at ``t_restart``: when eagle's status table saw
+    it SERVING again (its first SERVING probe answer), when it answered its first call
+    again, and the gap between the two (issue 11: within one probe interval)."""
+    a = arrays(result)
+    mask = (a["server"] == victim) & (a["code"] == 0) & (a["start"] >= t_restart)
+    first_call = float(a["end"][mask].min()) if mask.any() else None
+    serving = [
+        t[0]
+        for t in result.get("transitions", [])
+        if t[1] == victim_endpoint and t[3] == "SERVING" and t[0] >= t_restart
+    ]
+    t_serving = min(serving) if serving else None
+    return {
+        "t_restart": t_restart,
+        "serving_after_s": None if t_serving is None else t_serving - t_restart,
+        "first_call_after_s": None if first_call is None else first_call - t_restart,
+        "gap_s": (
+            None if t_serving is None or first_call is None else max(0.0, first_call - t_serving)
+        ),
+    }

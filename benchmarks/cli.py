@@ -37,6 +37,7 @@ ALL_SCENARIOS = (
     "otel",
     "steady",
     "crash",
+    "restart",
     "hang",
     "drain",
     "slow",

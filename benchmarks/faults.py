@@ -19,11 +19,15 @@ from .clients import BASELINE, NATIVE, ClientSpec, eagle, grpc_client, streamed
 from .common import Ctx, rel
 from .procs import close_all, collect, load_spec, start_workers
 
-FAULT_SCENARIOS = ("steady", "crash", "hang", "drain", "slow", "flap")
+FAULT_SCENARIOS = ("steady", "crash", "restart", "hang", "drain", "slow", "flap")
+
+#: ``restart``: how long the killed member stays down
+RESTART_AFTER = 2.0
 
 DESCRIPTIONS = {
     "steady": "no fault",
     "crash": "SIGKILL member 0 at t_fault; it stays down",
+    "restart": f"SIGKILL member 0 at t_fault; restarted on the same port {RESTART_AFTER:g} s later",
     "hang": "SIGSTOP member 0 at t_fault; it stays frozen (SIGCONT at cleanup)",
     "drain": "member 0's health turns NOT_SERVING at t_fault (it still answers calls)",
     "slow": "+200 ms on every Echo call of member 0 from t_fault (health stays fast)",
@@ -65,7 +69,7 @@ def clients_for(scenario: str) -> list[ClientSpec]:
 
 
 def _apply(cluster: LocalCluster, scenario: str) -> None:
-    if scenario == "crash":
+    if scenario in ("crash", "restart"):
         cluster.kill(VICTIM)
     elif scenario in ("hang", "flap"):
         cluster.stop(VICTIM)
@@ -79,6 +83,8 @@ def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
     opts = ctx.opts
     clients = ctx.select(clients_for(scenario), (BASELINE,))
     duration = opts.duration
+    if scenario == "restart":  # the member must come back and serve within the run
+        duration = max(duration, opts.fault_at + RESTART_AFTER + 3.0)
     t_fault_plan = opts.fault_at
     ctx.stage(f"{scenario}: starting {len(clients)} clients", duration + 6)
     events: list[tuple[float, str]] = []
@@ -117,6 +123,13 @@ def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
                 _apply(cluster, scenario)
                 t_fault = (before + rel(t0)) / 2
                 events.append((t_fault, DESCRIPTIONS[scenario].split(" at ")[0]))
+                if scenario == "restart":
+                    ctx.sleep_until(t0 + t_fault_plan + RESTART_AFTER, t0)
+                    before = rel(t0)
+                    cluster.restart(VICTIM)
+                    t_restart = (before + rel(t0)) / 2
+                    events.append((t_restart, "restarted"))
+                    timing["t_restart"] = t_restart
                 if scenario == "flap":
                     down = True
                     nxt = t0 + t_fault + 1.0
@@ -166,6 +179,10 @@ def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
                 duration=duration,
                 victim=VICTIM,
                 victim_endpoint=endpoints[VICTIM],
+            )
+        if scenario == "restart" and "t_restart" in timing:
+            entry["restart"] = analysis.restart_metrics(
+                r, t_restart=timing["t_restart"], victim=VICTIM, victim_endpoint=endpoints[VICTIM]
             )
         if c.is_eagle:
             entry["eagle_stats"] = r.get("eagle_stats")

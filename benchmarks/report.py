@@ -287,6 +287,31 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 None if f is None else f.get("failed_after_seen") == 0,
                 "issue 10",
             )
+    rs = _get(sc, "restart", "clients") or {}
+    for label in ("eagle-sync", "eagle-aio"):
+        m = _get(rs, label, "restart")
+        ok = None
+        if m is not None:
+            ok = m["gap_s"] is not None and m["gap_s"] <= 0.5
+        add(
+            "restart",
+            f"{label}: a killed member restarted under load answers calls within one probe "
+            "interval (0.5 s) of its first SERVING probe answer",
+            (
+                f"SERVING {fmt(m['serving_after_s'])} s after the restart, first call "
+                f"{fmt(m['first_call_after_s'])} s after it (gap {fmt(m['gap_s'])} s)"
+                if m
+                else "—"
+            ),
+            (
+                f"{BASELINE}: first call {fmt(_get(rs, BASELINE, 'restart', 'first_call_after_s'))}"
+                " s after the restart"
+                if _get(rs, BASELINE, "restart")
+                else "—"
+            ),
+            ok,
+            "issue 11",
+        )
     slow = _get(sc, "slow", "clients") or {}
     steady = _get(sc, "steady", "clients") or {}
     bs = _get(slow, BASELINE, "fault")
@@ -1189,7 +1214,9 @@ def render(res: dict[str, Any], plots: set[str] | None = None) -> str:
     lines += ["", "![success](plots/success.png)", ""]
     lines.append(section_overhead(sc.get("overhead")))
     lines.append(section_otel(sc.get("otel")))
-    lines.append(section_matrix(sc, ["steady", "crash", "hang", "drain", "slow", "flap"], opts))
+    lines.append(
+        section_matrix(sc, ["steady", "crash", "restart", "hang", "drain", "slow", "flap"], opts)
+    )
     lines.append(section_failover(sc.get("failover")))
     lines.append(section_retry_storm(sc.get("retry_storm")))
     lines.append(section_partition(sc.get("partition")))
