@@ -60,7 +60,7 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
         self._connectivity_subs: list[Callable[[grpc.ChannelConnectivity], None]] = []
         self._waiters: list[Callable[[], None]] = []
         self._timers = Timers()
-        self._pool.add(self._endpoints)
+        self._pool.add(self._pool_changes()[0])
         self._prober = Prober(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
         self._watcher = ConnectivityWatcher(self._balancer, self._subs, self._timers)
@@ -86,12 +86,24 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
         with self._lock:
             if self._closed:
                 raise ValueError("channel is closed")
-            self._pool.add(parsed)
-            _, removed = self._balancer.update_endpoints(parsed)
-            gone = self._pool.retire(removed)
+        self._balancer.update_endpoints(parsed)
+        self._sync_pool()
+
+    def _on_subset(self, added: list[str], removed: list[str]) -> None:
+        self._sync_pool()
+
+    def _sync_pool(self) -> None:
+        """Open sub-channels for the members in use and retire the others."""
+        with self._lock:
+            if self._closed:
+                return
+            add, drop = self._pool_changes()
+            if add:
+                self._pool.add(add)
+            gone = self._pool.retire(drop) if drop else []
         for sub in gone:
             for stream in self._streams.take(sub.key):
-                stream.abort(f"eagle: member {sub.key} was removed")
+                stream.abort(f"eagle: member {sub.key} left the members in use")
             # calls already placed on it may finish; close it after a grace period
             self._timers.call_later(RETIRE_GRACE, functools.partial(self._close_retired, sub))
 

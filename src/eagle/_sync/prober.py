@@ -142,6 +142,7 @@ class Prober:
     def _probe(self, key: str) -> None:
         sub = self._subs.get(key)
         if sub is None:
+            self._bal.probe_skipped(key)
             return
         start = time.monotonic()
         try:

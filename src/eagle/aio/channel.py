@@ -74,7 +74,7 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
             return
         self._loop = asyncio.get_running_loop()
         self._started = True
-        self._pool.add(self._endpoints)
+        self._pool.add(self._pool_changes()[0])
         self._prober.start()
         self._watcher.start()
 
@@ -94,11 +94,32 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         if self._closed:
             raise ValueError("channel is closed")
         self._start()
-        self._pool.add(parsed)
-        _, removed = self._balancer.update_endpoints(parsed)
-        for sub in self._pool.retire(removed):
+        self._balancer.update_endpoints(parsed)
+        self._sync_pool()
+
+    def _on_subset(self, added: list[str], removed: list[str]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # not started: _start() opens what is in use then
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._sync_pool()
+        else:
+            loop.call_soon_threadsafe(self._sync_pool)
+
+    def _sync_pool(self) -> None:
+        """Open sub-channels for the members in use and retire the others (in the loop)."""
+        if self._closed or not self._started:
+            return
+        add, drop = self._pool_changes()
+        if add:
+            self._pool.add(add)
+        for sub in self._pool.retire(drop) if drop else []:
             for stream in self._streams.take(sub.key):
-                stream.abort(f"eagle: member {sub.key} was removed")
+                stream.abort(f"eagle: member {sub.key} left the members in use")
             # calls already placed on it may finish; close it after a grace period
             asyncio.get_running_loop().call_later(RETIRE_GRACE, self._close_retired, sub)
         self._watcher.start()

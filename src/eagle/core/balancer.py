@@ -36,6 +36,7 @@ from .pickers import (
 )
 from .retry import AttemptPlan, Delivery, GiveUp, RetryBudget, is_idempotent
 from .status import EndpointStatus, State, StatusSnapshot, Transition
+from .subset import UNUSABLE_STATES, Subset, SubsetPlan
 
 __all__ = ["Balancer", "Stats"]
 
@@ -134,9 +135,23 @@ class Balancer:
         self._passive: dict[str, tuple[float, str]] = {}
         self._leader: str | None = None
         self._judging = judging_config(config.membership)
+        #: subsetting (None when off): only the members in use get sub-channels, probes
+        #: and calls
+        self._plan: SubsetPlan | None = (
+            SubsetPlan(config.subset, rng=self.rng) if config.subset.mode is not None else None
+        )
+        self._subset: Subset | None = None
+        self._in_use: frozenset[str] = frozenset()
+        #: called (outside the lock) with (added, removed) when the members in use change;
+        #: the shell opens and retires their sub-channels
+        self.on_subset: Callable[[list[str], list[str]], None] | None = None
         for ep in endpoints:
             self._add(ep, now)
         self.outlier = OutlierDetector(config.outlier, self._members, now)
+        if self._plan is None:
+            self._in_use = frozenset(self._members)
+        else:
+            self._resubset(now)
         self._track_load = False
         self._picker_done = False
         h = config.health
@@ -160,7 +175,71 @@ class Balancer:
             ep.raw, HealthRecord(h.unhealthy_threshold, h.healthy_threshold), now
         )
         self._endpoints[ep.raw] = ep
-        self._schedule(ep.raw, now)
+        if self._plan is None:
+            self._schedule(ep.raw, now)
+        else:
+            self._members[ep.raw].due = math.inf  # probed once the subset takes it in
+
+    @property
+    def in_use(self) -> frozenset[str]:
+        """The members that get sub-channels, probes and calls: every member, or with
+        subsetting the subset and the members it is probing to replace unusable ones."""
+        return self._in_use
+
+    @property
+    def subset(self) -> Subset | None:
+        """The current subset (None when subsetting is off)."""
+        return self._subset
+
+    def _resubset(self, now: float) -> tuple[list[str], list[str]]:
+        """Choose the subset again (under the lock); returns the members that came into
+        use and those that left it. A member leaving use is forgotten (UNKNOWN, no probe
+        planned), so a state it had then cannot keep it out when it is taken in again."""
+        plan = self._plan
+        if plan is None:
+            return [], []
+        members = self._members
+        unusable = {
+            k: members[k].state.value
+            for k in self._in_use
+            if k in members and members[k].state in UNUSABLE_STATES
+        }
+        sub = plan.select(members.keys(), unusable)
+        old_members = None if self._subset is None else self._subset.members
+        self._subset = sub
+        new_in = frozenset(sub.probe)
+        added = [k for k in sub.probe if k not in self._in_use]
+        removed = [k for k in self._in_use if k not in new_in and k in members]
+        self._in_use = new_in
+        h = self.config.health
+        for k in added:
+            self._schedule(k, now)
+        for k in removed:
+            m = members[k]
+            m.due = math.inf
+            m.health = HealthRecord(h.unhealthy_threshold, h.healthy_threshold)
+            m.state = State.UNKNOWN
+            m.since = now
+            m.probes_sent = 0
+            m.view = None
+            m.view_error = None
+            self._verdicts.pop(k, None)
+            self._passive.pop(k, None)
+        if added or removed or old_members != sub.members:
+            self._version += 1
+        return added, removed
+
+    def _subset_changed(self, added: list[str], removed: list[str]) -> None:
+        if added or removed:
+            log.info("subset: %d member(s) taken in, %d left: %s", len(added), len(removed), added)
+            cb = self.on_subset
+            if cb is not None:
+                try:
+                    cb(added, removed)
+                except Exception:
+                    log.exception("eagle: on_subset callback failed")
+            if added:
+                self._notify_due()
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
@@ -187,8 +266,15 @@ class Balancer:
             self.outlier.set_endpoints(self._members)
             if added or removed:
                 self._version += 1
+            taken: list[str] = []
+            left: list[str] = []
+            if self._plan is None:
+                self._in_use = frozenset(self._members)
+            else:
+                taken, left = self._resubset(now)
         if added:
             self._notify_due()
+        self._subset_changed(taken, left)
         return added, removed
 
     # ---------------------------------------------------------------- listeners
@@ -212,6 +298,13 @@ class Balancer:
     def _fire(self, transitions: list[Transition]) -> None:
         if not transitions:
             return
+        if self._plan is not None and any(
+            (t.old in UNUSABLE_STATES) != (t.new in UNUSABLE_STATES) for t in transitions
+        ):
+            # a member in use became unusable (or usable again): the subset may change
+            with self._lock:
+                taken, left = self._resubset(self.clock())
+            self._subset_changed(taken, left)
         listeners = list(self._listeners)
         observers = self.observers
         for t in transitions:
@@ -292,6 +385,7 @@ class Balancer:
                 else None
             ),
             connection_down=h.connection_down,
+            subset=None if self._subset is None else self._subset.placement(m.key).reason,
         )
 
     # ------------------------------------------------------------------- probes
@@ -325,7 +419,7 @@ class Balancer:
         """Probe ``key`` at once rather than at its planned time."""
         with self._lock:
             m = self._members.get(key)
-            if m is None or m.due <= self.clock():
+            if m is None or m.due <= self.clock() or key not in self._in_use:
                 return
             self._schedule(key, self.clock())
         self._notify_due()
@@ -337,6 +431,8 @@ class Balancer:
         woke = False
         with self._lock:
             for key, m in self._members.items():
+                if key not in self._in_use:
+                    continue
                 last = m.health.last_probe
                 due = now if last is None else max(now, last + interval)
                 if m.due > due:
@@ -419,6 +515,14 @@ class Balancer:
                     m.probes_sent += 1
                     out.append(key)
         return out
+
+    def probe_skipped(self, key: str) -> None:
+        """The probe of ``key`` handed out by :meth:`due_probes` was not sent (its
+        sub-channel is gone): it is no longer in flight."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is not None and m.probing > 0:
+                m.probing -= 1
 
     def probe_timeout(self, key: str) -> float:
         """The deadline for the probe of ``key`` about to be sent: ``health.timeout``, or at
@@ -525,7 +629,13 @@ class Balancer:
             return picker
         with self._lock:
             version = self._version
-            snap = StatusSnapshot({k: self._status(m) for k, m in self._members.items()}, version)
+            members = self._members
+            if self._plan is None:
+                snap = StatusSnapshot({k: self._status(m) for k, m in members.items()}, version)
+            else:  # only the members in use, in the subset's order
+                snap = StatusSnapshot(
+                    {k: self._status(members[k]) for k in self._in_use if k in members}, version
+                )
             cands, panic = candidates_for(snap, self.config.panic_threshold)
             ctx = PickContext(
                 snapshot=snap,

@@ -52,6 +52,9 @@ class EndpointStatus:
         connection_down: True when a connection to the member failed or was lost (refused,
             reset, grpc's TRANSIENT_FAILURE) and no probe has succeeded since: no call can
             reach it.
+        subset: with subsetting on, whether the member is in this client's subset and
+            why (e.g. ``"random subset rank 3 of 20"``, ``"replaces 10.0.0.3:50051
+            (UNREACHABLE)"``, ``"outside subset"``); None when subsetting is off.
     """
 
     endpoint: str
@@ -69,6 +72,7 @@ class EndpointStatus:
     member_id: str | None = None
     verdict: str | None = None
     connection_down: bool = False
+    subset: str | None = None
 
     @property
     def serving(self) -> bool:

@@ -71,6 +71,7 @@ class ChannelBase:
         self._closed = False
         self._streams = StreamRegistry()
         self._balancer.on_change(self._on_transition)
+        self._balancer.on_subset = self._on_subset
 
     # ------------------------------------------------------------- sub-channels
     def _make_sub(self, ep: Endpoint) -> SubChannel[Any]:
@@ -122,6 +123,18 @@ class ChannelBase:
 
     def _changed(self) -> None:
         """Wake whoever waits for the status table to change (shell-specific)."""
+
+    def _on_subset(self, added: list[str], removed: list[str]) -> None:
+        """The members in use changed (subsetting): open and retire sub-channels
+        (shell-specific)."""
+
+    def _pool_changes(self) -> tuple[list[Endpoint], list[str]]:
+        """What the sub-channel pool must gain and lose to match the members in use."""
+        want = self._balancer.in_use
+        active = self._pool.active
+        add = [ep for ep in self._balancer.endpoints if ep.raw in want and ep.raw not in active]
+        drop = [k for k in active if k not in want]
+        return add, drop
 
     def _connectivity(self) -> grpc.ChannelConnectivity:
         """READY while any member serves; CONNECTING before the first probes answer."""
