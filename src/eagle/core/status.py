@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .discovery import DiscoveryStatus
 
 __all__ = ["EndpointStatus", "State", "StatusSnapshot", "Transition"]
 
@@ -52,6 +56,8 @@ class EndpointStatus:
         connection_down: True when a connection to the member failed or was lost (refused,
             reset, grpc's TRANSIENT_FAILURE) and no probe has succeeded since: no call can
             reach it.
+        discovery: the metadata discovery found with the member (etcd naming's
+            ``Metadata``), or None.
     """
 
     endpoint: str
@@ -69,6 +75,7 @@ class EndpointStatus:
     member_id: str | None = None
     verdict: str | None = None
     connection_down: bool = False
+    discovery: Any = None
 
     @property
     def serving(self) -> bool:
@@ -94,14 +101,31 @@ class StatusSnapshot(Mapping[str, EndpointStatus]):
     """An immutable mapping of endpoint (as given) to :class:`EndpointStatus`.
 
     ``version`` increases whenever any state changes; pickers are rebuilt from a
-    snapshot only when it does.
+    snapshot only when it does. ``discovery`` is what the channel's discovery provider
+    knows (:class:`~eagle.core.discovery.DiscoveryStatus`), None without discovery.
     """
 
-    __slots__ = ("_items", "version")
+    __slots__ = ("_items", "discovery", "version")
 
-    def __init__(self, items: Mapping[str, EndpointStatus], version: int) -> None:
+    def __init__(
+        self,
+        items: Mapping[str, EndpointStatus],
+        version: int,
+        discovery: DiscoveryStatus | None = None,
+    ) -> None:
         self._items = dict(items)
         self.version = version
+        self.discovery = discovery
+
+    def with_discovery(
+        self, discovery: DiscoveryStatus, metadata: Mapping[str, Any]
+    ) -> StatusSnapshot:
+        """A copy carrying ``discovery`` and each member's discovery ``metadata``."""
+        items = {
+            k: replace(st, discovery=metadata[k]) if metadata.get(k) is not None else st
+            for k, st in self._items.items()
+        }
+        return StatusSnapshot(items, self.version, discovery)
 
     def __getitem__(self, key: str) -> EndpointStatus:
         return self._items[key]
