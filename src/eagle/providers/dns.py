@@ -86,7 +86,7 @@ class DnsProvider(DiscoveryProvider):
         try:
             self.nameservers = [parse_nameserver(s) for s in servers]
         except ValueError as exc:
-            key = "target authority" if target.authority else "discovery.dns.nameservers"
+            key = f"target {target.raw!r}" if target.authority else "discovery.dns.nameservers"
             raise ValueError(f"{key}: {exc}") from None
         self.srv = cfg.srv
         self.literal = _literal(self.host)
@@ -180,11 +180,11 @@ class DnsProvider(DiscoveryProvider):
             for rdtype in _RDTYPES[self.family]:
                 try:
                     ans = r.resolve(host, rdtype, search=False)
-                except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as exc:
+                except dns.exception.DNSException as exc:
+                    # one family failing is fine while the other answers (gRPC's c-ares
+                    # resolver uses whichever of A and AAAA came back)
                     errors.append(f"{rdtype} {host}: {_dns_error(exc)}")
                     continue
-                except dns.exception.DNSException as exc:
-                    return Resolution.failed(f"{rdtype} {host}: {_dns_error(exc)}")
                 ttls.append(ans.rrset.ttl)
                 addrs += [format_host_port(rd.address, port) for rd in ans]
         if not addrs:
@@ -218,11 +218,9 @@ class DnsProvider(DiscoveryProvider):
             for rdtype in _RDTYPES[self.family]:
                 try:
                     ans = await r.resolve(host, rdtype, search=False)
-                except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN) as exc:
+                except dns.exception.DNSException as exc:
                     errors.append(f"{rdtype} {host}: {_dns_error(exc)}")
                     continue
-                except dns.exception.DNSException as exc:
-                    return Resolution.failed(f"{rdtype} {host}: {_dns_error(exc)}")
                 ttls.append(ans.rrset.ttl)
                 addrs += [format_host_port(rd.address, port) for rd in ans]
         if not addrs:

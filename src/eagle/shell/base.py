@@ -60,6 +60,11 @@ def _members_and_discovery(
     target = discovery_target(endpoints, config.discovery)
     if target is None:
         return parse_endpoints(endpoints), None
+    if config.membership.discover:
+        raise ValueError(
+            f"discovery.provider: the target {target.raw!r} cannot be combined with "
+            "membership.discover (one source of members per channel)"
+        )
     provider = create_discovery_provider(config.discovery, target)
     if isinstance(endpoints, str) and endpoints.strip() == target.raw.strip():
         return (), provider
