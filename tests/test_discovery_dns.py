@@ -366,3 +366,43 @@ def test_bad_targets_and_config() -> None:
     for target, config, needle in cases:
         with pytest.raises(ValueError, match=needle.replace("[", r"\[")):
             eagle.insecure_channel(target, config=config)
+
+
+def test_srv_records(pods: LocalCluster) -> None:
+    """With ``discovery.dns.srv`` the SRV records name the hosts and ports."""
+    port = pods.members[0].port
+    srv = {"_grpc._tcp.pods.eagle.test": [("p0.eagle.test", port), ("p2.eagle.test", port)]}
+    records = {"p0.eagle.test": [HOSTS[0]], "p2.eagle.test": [HOSTS[2]]}
+    with DnsServer(records, srv=srv) as server:
+        cfg = _config(server)
+        cfg["discovery"]["dns"]["srv"] = True
+        with eagle.insecure_channel("dns:///_grpc._tcp.pods.eagle.test", config=cfg) as ch:
+            resp = echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+            assert resp.server in ("p0", "p2")
+            assert set(ch.endpoints) == _eps(pods, 0, 2)
+
+
+def test_tls_verifies_the_resolved_name(tmp_path: Any) -> None:
+    """On a secure dns:/// channel every member is verified against the name resolved
+    (gRPC's authority for a dns: target), not against its IP address."""
+    from eagle.testing.tls import CertAuthority
+
+    ca = CertAuthority()
+    cert, key = ca.issue("pods", dns=[NAME], ips=[]).write(tmp_path, "server")
+    ca_path = ca.write(tmp_path)
+    port = _free_port()
+    args = ["--tls-cert", cert, "--tls-key", key]
+    with (
+        LocalCluster(2, hosts=HOSTS[:2], port=port, names=NAMES[:2], extra_args=args) as tls,
+        DnsServer({NAME: HOSTS[:2]}) as server,
+    ):
+        with open(ca_path, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        target = f"dns:///{NAME}:{port}"
+        with eagle.secure_channel(target, creds, config=_config(server)) as ch:
+            seen = set()
+            for _ in range(6):
+                r = echo_pb2_grpc.EchoStub(ch).Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+                seen.add(r.server)
+            assert seen == {"p0", "p1"}
+        assert tls.alive(0) and tls.alive(1)

@@ -118,6 +118,11 @@ class DiscoveryProvider:
         """What is resolved, for logs and status (default: the target's name)."""
         return self.target.name
 
+    def authority(self) -> str | None:
+        """The TLS host name to verify on every member of a secure channel (gRPC uses
+        the target's host name), or None (default: verify each member's own address)."""
+        return None
+
     def resolve(self) -> Resolution:
         """One resolution (polling providers; blocking, called off the scheduler thread)."""
         raise NotImplementedError(f"discovery provider {self.name!r} does not poll")

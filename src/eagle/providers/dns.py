@@ -104,6 +104,13 @@ class DnsProvider(DiscoveryProvider):
         )
         return f"{self.host}:{self.port} ({via})"
 
+    def authority(self) -> str | None:
+        """The name resolved (not for IP literals or SRV names): what TLS verifies on a
+        secure channel, as gRPC does for a ``dns:`` target."""
+        if self.literal is not None or self.srv:
+            return None
+        return self.host
+
     # ------------------------------------------------------------- system resolver
     def _from_addrinfo(self, infos: Sequence[Any]) -> Resolution:
         addrs = []

@@ -103,6 +103,10 @@ class ChannelBase:
         self._balancer.on_change(self._on_transition)
         #: the channel's discovery runner (set by the shell when discovery is on)
         self._discovery: Any = None
+        #: discovery: the TLS host name members are verified against (gRPC's target host)
+        self._default_authority: str | None = None
+        if self._discovery_provider is not None and credentials is not None:
+            self._default_authority = self._discovery_provider.authority()
         if self._discovery_provider is not None and not self._endpoints:
             self._balancer.awaiting_members = True  # calls wait for the first resolution
 
@@ -111,7 +115,8 @@ class ChannelBase:
         raise NotImplementedError
 
     def _sub_options(self, ep: Endpoint) -> list[tuple[str, Any]]:
-        return subchannel_options(self.config, self._authorities.get(ep.raw)) + self._options
+        authority = self._authorities.get(ep.raw, self._default_authority)
+        return subchannel_options(self.config, authority) + self._options
 
     def _sub(self, key: str) -> SubChannel[Any]:
         return self._pool.get(key)

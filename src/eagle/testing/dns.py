@@ -76,13 +76,16 @@ class DnsServer:
     """dnsmasq on 127.0.0.1 serving A/AAAA records from a file (see the module docstring).
 
     ``records`` maps a name to its addresses (IPv4 and/or IPv6); ``ttl`` is the TTL of
-    every answer (dnsmasq's ``--local-ttl``).
+    every answer (dnsmasq's ``--local-ttl``). ``srv`` maps an SRV name
+    (``_grpc._tcp.svc.test``) to ``(target host, port)`` pairs; SRV records are fixed for
+    the server's life (dnsmasq reads them from its command line).
     """
 
     def __init__(
         self,
         records: Mapping[str, Sequence[str]] | None = None,
         *,
+        srv: Mapping[str, Sequence[tuple[str, int]]] | None = None,
         ttl: int = 1,
         start: bool = True,
         start_timeout: float = 10.0,
@@ -91,6 +94,7 @@ class DnsServer:
         if reason is not None:
             raise DnsServerError(reason)
         self.ttl = ttl
+        self.srv = {name: tuple(targets) for name, targets in (srv or {}).items()}
         self.start_timeout = start_timeout
         self._dir = tempfile.mkdtemp(prefix="eagle-dns-")
         os.chmod(self._dir, 0o755)  # dnsmasq re-reads the file as its own user
@@ -158,6 +162,11 @@ class DnsServer:
                 "--log-queries",
                 "--user=root",
                 "--group=root",
+            ]
+            argv += [
+                f"--srv-host={name},{host},{port}"
+                for name, targets in self.srv.items()
+                for host, port in targets
             ]
             log = open(self.log_path, "ab")  # noqa: SIM115 - closed after the process ends
             try:
