@@ -217,7 +217,7 @@ class EtcdNamingProvider(DiscoveryProvider):
                     log.info("etcd naming %s: %s; listing again", self.naming_target, exc)
                     listed = False
                     self._note(session, table, last_watch_error=str(exc))
-                except (grpc.RpcError, ValueError) as exc:
+                except Exception as exc:  # a failed call, a closed channel, ...
                     if session.stopped:
                         break
                     what = "watch" if listed else "list"
@@ -343,7 +343,7 @@ class EtcdNamingProvider(DiscoveryProvider):
                     log.info("etcd naming %s: %s; listing again", self.naming_target, exc)
                     listed = False
                     self._note(session, table, last_watch_error=str(exc))
-                except (grpc.RpcError, ValueError) as exc:
+                except Exception as exc:  # a failed call, a closed channel, ...
                     if session.stopped:
                         break
                     what = "watch" if listed else "list"
