@@ -162,6 +162,13 @@ def test_calls_wait_for_the_first_resolution(pods: LocalCluster, dns: DnsServer)
 def test_records_change_under_load(pods: LocalCluster, dns: DnsServer) -> None:
     """Added pods get traffic within one re-resolution; removed ones stop getting it
     while their calls in flight finish; a DNS outage keeps the last set."""
+    try:
+        _records_change_under_load(pods, dns)
+    finally:
+        pods.slow(0, 0)
+
+
+def _records_change_under_load(pods: LocalCluster, dns: DnsServer) -> None:
     port = pods.members[0].port
     period = 0.5
     with eagle.insecure_channel(f"dns:///{NAME}:{port}", config=_config(dns)) as ch:
@@ -220,7 +227,6 @@ def test_records_change_under_load(pods: LocalCluster, dns: DnsServer) -> None:
             wait_until(lambda: set(ch.endpoints) == _eps(pods, 1, 2, 3), 10, "p3 added")
             wait_until(lambda: ch.status().discovery.last_error is None, 5, "error cleared")  # type: ignore[union-attr]
         assert load.failures == [], load.failures[:5]
-    pods.slow(0, 0)
 
 
 def test_empty_answer_keeps_the_last_set(pods: LocalCluster, dns: DnsServer) -> None:
@@ -260,11 +266,13 @@ def test_member_failure_re_resolves_early(pods: LocalCluster, dns: DnsServer) ->
         time.sleep(0.5)
         assert pods.endpoints[1] in ch.endpoints  # not yet re-resolved
         pods.kill(1)
-        took = wait_until(lambda: pods.endpoints[1] not in ch.endpoints, 10, "p1 dropped")
-        assert took < 5.0
-        disc = ch.status().discovery
-        assert disc is not None and disc.detail["early_requests"] >= 1
-    pods.restart(1)
+        try:
+            took = wait_until(lambda: pods.endpoints[1] not in ch.endpoints, 10, "p1 dropped")
+            assert took < 5.0
+            disc = ch.status().discovery
+            assert disc is not None and disc.detail["early_requests"] >= 1
+        finally:
+            pods.restart(1)
 
 
 def test_ttl_bounds_the_next_resolution(pods: LocalCluster, dns: DnsServer) -> None:
