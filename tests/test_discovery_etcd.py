@@ -252,13 +252,11 @@ def test_killed_server_disappears_when_its_lease_expires(etcd: EtcdCluster) -> N
         eagle.insecure_channel(f"etcd:///{target}", config=_config(etcd)) as ch,
     ):
         wait_until(lambda: set(ch.endpoints) == set(regd.endpoints), 10, "both registered")
-        t0 = time.monotonic()
         regd.kill(0)
         took = wait_until(lambda: regd.endpoints[0] not in ch.endpoints, ttl + 5, "r0 gone")
+        print(f"r0 left {took:.2f}s after SIGKILL (lease TTL {ttl}s)")
         assert took <= ttl + 1.0, f"r0 left after {took:.2f}s (lease TTL {ttl}s)"
         assert set(ch.endpoints) == {regd.endpoints[1]} == etcd_set(etcd, target)
-        # a clean stop deregisters at once (no lease expiry to wait for)
-        assert time.monotonic() - t0 < ttl + 5
 
 
 def _churn(kv: grpc.Channel, target: str, servers: LocalCluster, step: int) -> None:
