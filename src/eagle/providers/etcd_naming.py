@@ -34,8 +34,6 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-import grpc
-
 from ..config import DiscoveryConfig
 from ..core.discovery import DiscoveryTarget, NamingTable, Resolution
 from ..endpoints import parse_endpoints
