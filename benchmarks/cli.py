@@ -47,6 +47,7 @@ ALL_SCENARIOS = (
     "scale",
     "fleet",
     "partition",
+    "discovery",
 )
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 KEY_PLOTS = ("success.png", "timeline_hang.png")
@@ -147,7 +148,18 @@ def _env() -> dict[str, Any]:
 
 
 def _run_one(ctx: Ctx, name: str) -> dict[str, Any]:
-    from . import failover, faults, fleet, idle, otel, overhead, partition, retry_storm, scale
+    from . import (
+        discovery,
+        failover,
+        faults,
+        fleet,
+        idle,
+        otel,
+        overhead,
+        partition,
+        retry_storm,
+        scale,
+    )
 
     if name in faults.FAULT_SCENARIOS:
         return faults.run_fault_scenario(ctx, name)
@@ -160,6 +172,7 @@ def _run_one(ctx: Ctx, name: str) -> dict[str, Any]:
         "scale": scale.run_scale,
         "fleet": fleet.run_fleet,
         "partition": partition.run_partition,
+        "discovery": discovery.run_discovery,
     }
     return runners[name](ctx)
 

@@ -401,6 +401,43 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 "issue 5",
             )
 
+    # discovery --------------------------------------------------------------------------
+    dv = sc.get("discovery")
+    if isinstance(dv, dict):
+        for provider, bound in (("dns", 1.5), ("etcd", 0.5)):
+            d = dv.get(provider)
+            if not isinstance(d, dict):
+                continue
+            target = (
+                f"discovery {provider}: a new member serves within {bound} s, "
+                "0 calls failed during churn"
+            )
+            if "skipped" in d or "error" in d:
+                why = d.get("skipped") or d.get("error")
+                rows.append(
+                    {
+                        "area": "discovery",
+                        "target": target,
+                        "measured": "—",
+                        "baseline": "—",
+                        "verdict": f"not run: {why}",
+                        "ok": None,
+                        "source": "discovery brief",
+                    }
+                )
+                continue
+            join = d.get("join_max_s")
+            ok = join is not None and join <= bound and d["failed"] == 0
+            add(
+                "discovery",
+                target,
+                f"first call on the new member after {_never(join)} (max of {d['rounds']}); "
+                f"{d['failed']} of {d['calls']} calls failed",
+                "—",
+                ok,
+                "discovery brief",
+            )
+
     # scale ------------------------------------------------------------------------------
     sizes = _get(sc, "scale", "sizes") or {}
     s1024 = _get(sizes, "1024", "clients") or {}
@@ -920,6 +957,44 @@ def section_idle(s: dict[str, Any] | None) -> str:
     )
 
 
+def section_discovery(dv: dict[str, Any] | None) -> str:
+    if not dv:
+        return ""
+    if "error" in dv:
+        return f"## Discovery\n\nERROR: {dv['error']}\n"
+    parts = [
+        "## Discovery",
+        "",
+        "Closed-loop unary calls from 4 threads while the member set changes each round: "
+        "dns: records on a real dnsmasq rewritten (one pod in, one out; `period` 0.5 s, "
+        "`min_interval` 0.2 s); etcd: a server registered with `EtcdRegistration`, another "
+        "deregistered. *Join* is the time from the change to the first call the new member "
+        "served.",
+        "",
+    ]
+    rows = []
+    for provider in ("dns", "etcd"):
+        d = dv.get(provider)
+        if not isinstance(d, dict):
+            continue
+        if "skipped" in d or "error" in d:
+            rows.append([provider, "—", "—", "—", f"not run: {d.get('skipped') or d.get('error')}"])
+            continue
+        joins = ", ".join(_never(j) for j in d["join_s"])
+        rows.append(
+            [
+                provider,
+                joins,
+                _never(d["join_median_s"]),
+                f"{d['failed']} / {d['calls']}",
+                _failures(d["failures"]) if d["failed"] else "",
+            ]
+        )
+    parts.append(_table(["provider", "join per round", "median", "failed / calls", "codes"], rows))
+    parts.append("")
+    return "\n".join(parts)
+
+
 def section_scale(s: dict[str, Any] | None) -> str:
     if not s:
         return ""
@@ -1221,6 +1296,7 @@ def render(res: dict[str, Any], plots: set[str] | None = None) -> str:
     lines.append(section_retry_storm(sc.get("retry_storm")))
     lines.append(section_partition(sc.get("partition")))
     lines.append(section_idle(sc.get("idle")))
+    lines.append(section_discovery(sc.get("discovery")))
     lines.append(section_scale(sc.get("scale")))
     lines.append(section_fleet(sc.get("fleet")))
     errors = {k: v["error"] for k, v in sc.items() if isinstance(v, dict) and "error" in v}

@@ -23,6 +23,9 @@ from .endpoints import parse_endpoint
 
 __all__ = [
     "Config",
+    "DiscoveryConfig",
+    "DnsDiscoveryConfig",
+    "EtcdDiscoveryConfig",
     "EtcdMembershipConfig",
     "HealthConfig",
     "HedgingConfig",
@@ -34,6 +37,7 @@ __all__ = [
     "RetryConfig",
     "SubsetConfig",
     "SubsetCoordinateConfig",
+    "accept_discovery_provider_name",
     "accept_provider_name",
     "load_config",
 ]
@@ -236,6 +240,69 @@ class SubsetConfig:
     seed: int | None = _num(None, 0, (1 << 64) - 1, optional=True)
 
 
+def _endpoints(kind: str) -> Any:
+    """A list of endpoints (``kind`` "endpoints": host:port) or DNS nameservers (``kind``
+    "nameservers": an IP address with an optional port)."""
+    return field(default=(), metadata={"kind": kind})
+
+
+@dataclass(frozen=True)
+class DnsDiscoveryConfig:
+    """Settings of the ``dns`` discovery provider.
+
+    With no ``nameservers`` the system resolver answers (``getaddrinfo``, off the prober's
+    thread). Naming nameservers (``"127.0.0.1"``, ``"127.0.0.1:5353"``, ``"[::1]:53"``)
+    needs the ``dnspython`` package (``pip install eagle-grpc[dns]``), which also gives
+    the records' TTLs (``use_ttl``) and SRV lookups (``srv``).
+    """
+
+    nameservers: tuple[str, ...] = _endpoints("nameservers")
+    timeout: float = _dur(2.0)
+    #: which addresses to use: ``any`` (A and AAAA), ``ipv4`` (A) or ``ipv6`` (AAAA)
+    families: str = _choice("any", "any", "ipv4", "ipv6")
+    #: with dnspython: re-resolve when the shortest TTL runs out (within min_interval..period)
+    use_ttl: bool = True
+    #: with dnspython: the target names SRV records (``_grpc._tcp.svc.example``); their
+    #: targets' addresses with the records' ports are the members
+    srv: bool = False
+
+
+@dataclass(frozen=True)
+class EtcdDiscoveryConfig:
+    """Settings of the ``etcd`` discovery provider (etcd's gRPC naming registry)."""
+
+    #: etcd client endpoints (host:port); the connection is itself an eagle channel
+    endpoints: tuple[str, ...] = _endpoints("endpoints")
+    #: deadline of each Range call (the watch has none)
+    timeout: float = _dur(2.0)
+    #: send ``hasleader: true`` so a member cut off from its leader ends the watch
+    require_leader: bool = True
+    #: eagle health-probe interval on the etcd members
+    probe_interval: float = _dur(0.5)
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """Where the member set comes from: ``provider`` is ``dns``, ``etcd``, the name of a
+    provider registered with :func:`eagle.providers.register_discovery_provider`, or null
+    (off: the endpoints given, and ``update_endpoints``). A target string such as
+    ``dns:///name:port`` or ``etcd:///target`` sets ``provider`` and ``target``.
+    """
+
+    provider: str | None = field(default=None, metadata={"kind": "discovery_provider"})
+    #: ``name:port`` (dns) or the naming target (etcd); "" takes it from the channel target
+    target: str = ""
+    #: re-resolve this often (polling providers; gRPC re-resolves DNS at most every 30 s)
+    period: float = _dur(30.0)
+    #: never resolve more often than this, early re-resolution included (gRPC's
+    #: ``grpc.dns_min_time_between_resolutions_ms``, 30 s)
+    min_interval: float = _dur(30.0, allow_zero=True)
+    #: re-resolve early (still after min_interval) when a member becomes unreachable
+    resolve_on_failure: bool = True
+    dns: DnsDiscoveryConfig = field(default_factory=DnsDiscoveryConfig)
+    etcd: EtcdDiscoveryConfig = field(default_factory=EtcdDiscoveryConfig)
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """Which picker to use, by registered name, and its options."""
@@ -258,6 +325,7 @@ class Config:
     keepalive: KeepaliveConfig = field(default_factory=KeepaliveConfig)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     subset: SubsetConfig = field(default_factory=SubsetConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     channel_options: Mapping[str, int | str] = field(default_factory=dict)
 
     @classmethod
@@ -293,6 +361,42 @@ def _provider_error(value: Any) -> str:
     return f"must be null, 'eagle', 'etcd'{extra}; got {value!r}"
 
 
+# the names ``discovery.provider`` accepts (eagle.providers.register_discovery_provider adds)
+_DISCOVERY_PROVIDERS: set[str] = {"dns", "etcd"}
+
+
+def accept_discovery_provider_name(name: str) -> None:
+    """Let ``discovery.provider`` take ``name`` (called by
+    :func:`eagle.providers.register_discovery_provider`)."""
+    _DISCOVERY_PROVIDERS.add(name)
+
+
+def _check_addresses(kind: str, value: Any, path: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.split(",") if v.strip()]
+    if not isinstance(value, list | tuple):
+        raise _fail(path, f"must be a list of {kind}, got {value!r}")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise _fail(path, f"must be a list of non-empty strings, got {item!r}")
+        item = item.strip()
+        if kind == "nameservers":
+            from .core.discovery import parse_nameserver
+
+            try:
+                parse_nameserver(item)
+            except ValueError as exc:
+                raise _fail(path, str(exc)) from None
+        else:
+            try:
+                parse_endpoint(item)
+            except ValueError as exc:
+                raise _fail(path, str(exc)) from None
+        out.append(item)
+    return tuple(out)
+
+
 def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """Accept the short forms ``"policy": "p2c"``, ``"membership": "etcd"`` and
     ``"subset": "random"`` (``"subset": null`` is off)."""
@@ -301,6 +405,8 @@ def _normalise_top(data: Mapping[str, Any]) -> Mapping[str, Any]:
     out = dict(data)
     if isinstance(out.get("policy"), str):
         out["policy"] = {"name": out["policy"]}
+    if isinstance(out.get("discovery"), str) or ("discovery" in out and out["discovery"] is None):
+        out["discovery"] = {"provider": out["discovery"]}
     if "subset" in out and (out["subset"] is None or isinstance(out["subset"], str)):
         out["subset"] = {"mode": out["subset"]}
     mem = out.get("membership")
@@ -365,6 +471,13 @@ def _check_value(f: dataclasses.Field[Any], hint: Any, value: Any, path: str) ->
             return value
         names = [*(["null"] if f.default is None else []), *aliases, *meta["choices"]]
         raise _fail(path, f"must be one of {', '.join(names)}; got {value!r}")
+    if kind == "discovery_provider":
+        if value is None or (isinstance(value, str) and value in _DISCOVERY_PROVIDERS):
+            return value
+        known = ", ".join(sorted(_DISCOVERY_PROVIDERS))
+        raise _fail(path, f"must be null or a discovery provider ({known}); got {value!r}")
+    if kind in ("endpoints", "nameservers"):
+        return _check_addresses(kind, value, path)
     if kind == "codes":
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise _fail(path, f"must be a list of gRPC status code names, got {value!r}")
@@ -461,6 +574,15 @@ def _cross_check(obj: Any, prefix: str) -> None:
     ):
         raise ValueError(
             f"{p}instance: must be less than instances ({obj.instances}), got {obj.instance}"
+        )
+    if isinstance(obj, DiscoveryConfig) and obj.min_interval > obj.period:
+        raise ValueError(
+            f"{p}min_interval: must be <= period ({obj.period}), got {obj.min_interval}"
+        )
+    if isinstance(obj, Config) and obj.discovery.provider and obj.membership.discover:
+        raise ValueError(
+            f"{p}discovery.provider: cannot be combined with membership.discover "
+            "(one source of members per channel)"
         )
     if isinstance(obj, OutlierConfig) and obj.max_ejection_time < obj.base_ejection_time:
         raise ValueError(

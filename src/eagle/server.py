@@ -21,6 +21,9 @@ A :class:`MembershipPublisher` holds what this member knows about its cluster (i
 :func:`server_options` returns the channel options that let eagle's keepalive pings in
 (without them a server answers frequent pings with GOAWAY ``too_many_pings``).
 ``grpc.aio`` servers are served by :meth:`MembershipPublisher.add_to_aio_server`.
+
+:class:`EtcdRegistration` (from :mod:`eagle.registration`) registers a server's address in
+etcd's gRPC naming registry on a kept-alive lease, for clients using ``etcd:///target``.
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from .core.membership import MemberView
 from .membership.v1 import membership_pb2, membership_pb2_grpc
+from .registration import EtcdRegistration
 
 __all__ = [
     "AioMembershipServicer",
+    "EtcdRegistration",
     "MembershipPublisher",
     "MembershipServicer",
     "server_options",

@@ -23,6 +23,7 @@ from ..shell.forking import generation
 from ..shell.subchannels import RETIRE_GRACE, MethodHandle, SubChannel
 from .calls import StreamCall, UnaryCall
 from .connectivity import ConnectivityWatcher
+from .discovery import Discovery
 from .prober import Prober
 from .timers import Timers
 
@@ -64,9 +65,19 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
         self._prober = Prober(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
         self._watcher = ConnectivityWatcher(self._balancer, self._subs, self._timers)
+        if self._discovery_provider is not None:  # discovery: dns:///..., etcd:///...
+            self._discovery = Discovery(
+                self._discovery_provider,
+                self.config.discovery,
+                self._balancer,
+                self.update_endpoints,
+                [ep.raw for ep in self._endpoints],
+            )
         if _start:
             self._prober.start()
             self._watcher.start()
+            if self._discovery is not None:
+                self._discovery.start()
 
     # ------------------------------------------------------------- sub-channels
     def _make_sub(self, ep: Endpoint) -> SubChannel[grpc.Channel]:
@@ -185,6 +196,8 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
             subs = self._pool.all()
         if self._generation != generation():
             return  # forked child: grpc state and the prober thread belong to the parent
+        if self._discovery is not None:
+            self._discovery.stop()
         self._prober.stop()
         self._watcher.stop()
         for sub in subs:
@@ -383,7 +396,8 @@ def insecure_channel(
     config: Config | dict[str, Any] | str | None = None,
 ) -> Channel:
     """A plaintext :class:`Channel` over the members in ``target`` (``"a:1,b:2"`` or a
-    sequence of endpoints), with grpc's own signature.
+    sequence of endpoints, or a discovery target: ``"dns:///name:port"``,
+    ``"etcd:///service"``), with grpc's own signature.
 
     ``options`` are grpc channel options and ``compression`` the default compression, as
     for ``grpc.insecure_channel``; both apply to every member's sub-channel. ``config``

@@ -24,6 +24,7 @@ from ..shell.base import ChannelBase
 from ..shell.subchannels import RETIRE_GRACE, MethodHandle, SubChannel
 from .calls import StreamCall, UnaryCall
 from .connectivity import ConnectivityWatcher
+from .discovery import Discovery
 from .interceptors import intercepted_call, split_interceptors
 from .prober import AioProber
 
@@ -62,6 +63,14 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         self._prober = AioProber(self._balancer, self._subs, self.config)
         self._prober.on_discover = self.update_endpoints  # membership.discover
         self._watcher = ConnectivityWatcher(self._balancer, self._subs)
+        if self._discovery_provider is not None:  # discovery: dns:///..., etcd:///...
+            self._discovery = Discovery(
+                self._discovery_provider,
+                self.config.discovery,
+                self._balancer,
+                self.update_endpoints,
+                [ep.raw for ep in self._endpoints],
+            )
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -77,6 +86,8 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         self._pool.add(self._pool_changes()[0])
         self._prober.start()
         self._watcher.start()
+        if self._discovery is not None:
+            self._discovery.start()
 
     def _make_sub(self, ep: Endpoint) -> SubChannel[Any]:
         opts = self._sub_options(ep)
@@ -181,6 +192,8 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         if self._closed:
             return
         self._closed = True
+        if self._discovery is not None:
+            await self._discovery.stop()
         await self._prober.stop()
         await self._watcher.stop()
         subs = self._pool.all()

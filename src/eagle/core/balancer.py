@@ -167,6 +167,11 @@ class Balancer:
         #: (a probe wanted at once, an ejection or a "no leader" verdict with an end): the
         #: prober re-arms its timer for :meth:`next_wakeup`
         self.on_due: Callable[[], None] | None = None
+        #: discovery: True until the first resolution of a channel that started with no
+        #: members (calls wait for it, as gRPC's do while the resolver has not answered)
+        self.awaiting_members = False
+        #: discovery: why there are no members (shown in "no member" errors)
+        self.members_note: str | None = None
 
     # ------------------------------------------------------------------ members
     def _add(self, ep: Endpoint, now: float) -> None:
@@ -828,6 +833,9 @@ class Balancer:
 
     def describe_unavailable(self) -> str:
         """Error details for a call no member can serve: each endpoint and its state."""
+        note = self.members_note
+        if note and not self._members:
+            return f"eagle: no member can serve the call: {note}"
         return f"eagle: no member can serve the call: {self.snapshot().describe()}"
 
     def note_retry(

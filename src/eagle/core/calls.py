@@ -280,7 +280,7 @@ class CallDriver:
         ep = self._bal.pick(self._method, plan.tried or _EMPTY)
         deadline = plan.deadline
         if ep is None:
-            if self._wait:
+            if self._wait or self._bal.awaiting_members:
                 left = None if deadline is None else deadline - now
                 if left is None or left > 0:
                     return Step(

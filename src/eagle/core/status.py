@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .discovery import DiscoveryStatus
 
 __all__ = ["EndpointStatus", "State", "StatusSnapshot", "Transition"]
 
@@ -55,6 +59,8 @@ class EndpointStatus:
         subset: with subsetting on, whether the member is in this client's subset and
             why (e.g. ``"random subset rank 3 of 20"``, ``"replaces 10.0.0.3:50051
             (UNREACHABLE)"``, ``"outside subset"``); None when subsetting is off.
+        discovery: the metadata discovery found with the member (etcd naming's
+            ``Metadata``), or None.
     """
 
     endpoint: str
@@ -73,6 +79,7 @@ class EndpointStatus:
     verdict: str | None = None
     connection_down: bool = False
     subset: str | None = None
+    discovery: Any = None
 
     @property
     def serving(self) -> bool:
@@ -98,14 +105,31 @@ class StatusSnapshot(Mapping[str, EndpointStatus]):
     """An immutable mapping of endpoint (as given) to :class:`EndpointStatus`.
 
     ``version`` increases whenever any state changes; pickers are rebuilt from a
-    snapshot only when it does.
+    snapshot only when it does. ``discovery`` is what the channel's discovery provider
+    knows (:class:`~eagle.core.discovery.DiscoveryStatus`), None without discovery.
     """
 
-    __slots__ = ("_items", "version")
+    __slots__ = ("_items", "discovery", "version")
 
-    def __init__(self, items: Mapping[str, EndpointStatus], version: int) -> None:
+    def __init__(
+        self,
+        items: Mapping[str, EndpointStatus],
+        version: int,
+        discovery: DiscoveryStatus | None = None,
+    ) -> None:
         self._items = dict(items)
         self.version = version
+        self.discovery = discovery
+
+    def with_discovery(
+        self, discovery: DiscoveryStatus, metadata: Mapping[str, Any]
+    ) -> StatusSnapshot:
+        """A copy carrying ``discovery`` and each member's discovery ``metadata``."""
+        items = {
+            k: replace(st, discovery=metadata[k]) if metadata.get(k) is not None else st
+            for k, st in self._items.items()
+        }
+        return StatusSnapshot(items, self.version, discovery)
 
     def __getitem__(self, key: str) -> EndpointStatus:
         return self._items[key]

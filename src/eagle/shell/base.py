@@ -14,6 +14,11 @@ from ..core.balancer import Balancer
 from ..core.status import State, StatusSnapshot, Transition
 from ..core.streams import StreamRegistry, members_to_leave
 from ..endpoints import Endpoint, parse_endpoints
+from ..providers.discovery import (
+    DiscoveryProvider,
+    create_discovery_provider,
+    discovery_target,
+)
 from .forking import ForkedChannelError, generation
 from .options import subchannel_options
 from .subchannels import SubChannel, SubChannelPool
@@ -43,6 +48,31 @@ def _check_options(options: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def _members_and_discovery(
+    endpoints: Any, config: Config
+) -> tuple[tuple[Endpoint, ...], DiscoveryProvider | None]:
+    """The initial members and the discovery provider (None: off) for a channel target.
+
+    ``"dns:///name:port"``-style targets start with no members (calls wait for the first
+    resolution); with ``discovery.provider`` and ``discovery.target`` in the config, the
+    endpoints given (if any) are the members until the first good resolution.
+    """
+    target = discovery_target(endpoints, config.discovery)
+    if target is None:
+        return parse_endpoints(endpoints), None
+    if config.membership.discover:
+        raise ValueError(
+            f"discovery.provider: the target {target.raw!r} cannot be combined with "
+            "membership.discover (one source of members per channel)"
+        )
+    provider = create_discovery_provider(config.discovery, target)
+    if isinstance(endpoints, str) and endpoints.strip() == target.raw.strip():
+        return (), provider
+    if not endpoints:
+        return (), provider
+    return parse_endpoints(endpoints), provider
+
+
 class ChannelBase:
     """The shell-independent half of :class:`eagle.Channel` and :class:`eagle.aio.Channel`."""
 
@@ -58,10 +88,10 @@ class ChannelBase:
         authorities: dict[str, str] | None,
         compression: grpc.Compression | None = None,
     ) -> None:
-        self._endpoints = parse_endpoints(endpoints)
         self._compression = compression
         self._generation = generation()
         self.config = load_config(config)
+        self._endpoints, self._discovery_provider = _members_and_discovery(endpoints, self.config)
         self._credentials = credentials
         self._options = _check_options(options)
         self._authorities = dict(authorities or {})
@@ -72,21 +102,35 @@ class ChannelBase:
         self._streams = StreamRegistry()
         self._balancer.on_change(self._on_transition)
         self._balancer.on_subset = self._on_subset
+        #: the channel's discovery runner (set by the shell when discovery is on)
+        self._discovery: Any = None
+        #: discovery: the TLS host name members are verified against (gRPC's target host)
+        self._default_authority: str | None = None
+        if self._discovery_provider is not None and credentials is not None:
+            self._default_authority = self._discovery_provider.authority()
+        if self._discovery_provider is not None and not self._endpoints:
+            self._balancer.awaiting_members = True  # calls wait for the first resolution
 
     # ------------------------------------------------------------- sub-channels
     def _make_sub(self, ep: Endpoint) -> SubChannel[Any]:
         raise NotImplementedError
 
     def _sub_options(self, ep: Endpoint) -> list[tuple[str, Any]]:
-        return subchannel_options(self.config, self._authorities.get(ep.raw)) + self._options
+        authority = self._authorities.get(ep.raw, self._default_authority)
+        return subchannel_options(self.config, authority) + self._options
 
     def _sub(self, key: str) -> SubChannel[Any]:
         return self._pool.get(key)
 
     # ------------------------------------------------------------------ status
     def status(self) -> StatusSnapshot:
-        """An immutable snapshot of every member's status, keyed by endpoint as given."""
-        return self._balancer.snapshot()
+        """An immutable snapshot of every member's status, keyed by endpoint as given
+        (with discovery on, ``.discovery`` says what the provider knows)."""
+        snap = self._balancer.snapshot()
+        disc = self._discovery
+        if disc is not None:
+            return snap.with_discovery(disc.status(), disc.metadata())
+        return snap
 
     def on_change(self, callback: Callable[[Transition], None]) -> Callable[[], None]:
         """Call ``callback(transition)`` on every state change; returns an unsubscribe

@@ -16,6 +16,7 @@ logger; everything else passes unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -96,12 +97,49 @@ class DueTimer:
     ):
         self._scheduler = scheduler
         self._stopped = False
+        self._defer_lock = threading.Lock()
+        self._deferred: float | None = None
+        self._deferring = False
         scheduler.add_job(run, DueTrigger(next_due), id=self.JOB_ID)
 
     def arm(self, at: float | None) -> None:
-        """Run no later than ``at`` (monotonic seconds)."""
+        """Run no later than ``at`` (monotonic seconds). Never blocks: while a run holds
+        APScheduler's job store lock (a sync run happens under it, and a run over many
+        members takes a while), the re-arming is handed to a helper thread, so a caller
+        such as ``update_endpoints`` or a call's thread does not wait for the run."""
         if at is None or self._stopped:
             return
+        # APScheduler 3.x's own lock around job store access (and sync runs)
+        lock = getattr(self._scheduler, "_jobstores_lock", None)
+        if lock is not None and not lock.acquire(blocking=False):
+            self._defer(at)
+            return
+        try:
+            self._arm(at)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _defer(self, at: float) -> None:
+        with self._defer_lock:
+            if self._deferred is None or at < self._deferred:
+                self._deferred = at
+            if self._deferring:
+                return
+            self._deferring = True
+        threading.Thread(target=self._arm_deferred, name="eagle-prober-arm", daemon=True).start()
+
+    def _arm_deferred(self) -> None:
+        while True:
+            with self._defer_lock:
+                at = self._deferred
+                self._deferred = None
+                if at is None or self._stopped:
+                    self._deferring = False
+                    return
+            self._arm(at)  # waits for the run in progress to end
+
+    def _arm(self, at: float) -> None:
         sched = self._scheduler
         try:
             job = sched.get_job(self.JOB_ID)

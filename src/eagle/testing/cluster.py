@@ -83,7 +83,15 @@ def _format_endpoint(host: str, port: int) -> str:
 class _Child:
     """Internal, mutable record of one member."""
 
-    def __init__(self, index: int, name: str, ports: list[int], unix_path: str | None) -> None:
+    def __init__(
+        self,
+        index: int,
+        name: str,
+        ports: list[int],
+        unix_path: str | None,
+        host: str | None = None,
+    ) -> None:
+        self.host = host  # this member's own bind address (None: the cluster's)
         self.index = index
         self.name = name
         self.ports = ports  # what to bind; 0 = any free port
@@ -101,7 +109,7 @@ class _Child:
     def endpoints(self, host: str) -> list[str]:
         if self.unix_path is not None:
             return [f"unix:{self.unix_path}"]
-        return [_format_endpoint(host, p) for p in self.ports]
+        return [_format_endpoint(self.host or host, p) for p in self.ports]
 
     def stderr_tail(self) -> str:
         if self.stderr is None:
@@ -153,7 +161,13 @@ class LocalCluster:
         workers: int = 64,
         start_timeout: float = 15.0,
         control_timeout: float = 5.0,
+        hosts: Sequence[str] | None = None,
+        port: int = 0,
+        extra_args: Sequence[str] = (),
     ) -> None:
+        """``hosts`` gives each member its own bind address (e.g. ``127.0.0.2``,
+        ``127.0.0.3``: all of 127/8 is loopback), ``port`` a fixed port for every member
+        (0: each picks a free one), ``extra_args`` more ``eagle.testing.server`` options."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if ports_per_member < 1:
@@ -162,6 +176,11 @@ class LocalCluster:
             raise ValueError("unix members listen on exactly one socket")
         if names is not None and len(names) != n:
             raise ValueError(f"got {len(names)} names for {n} members")
+        if hosts is not None and len(hosts) != n:
+            raise ValueError(f"got {len(hosts)} hosts for {n} members")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {port}")
+        self.extra_args = tuple(extra_args)
         self.host = host
         self.workers = workers
         self.start_timeout = start_timeout
@@ -173,7 +192,8 @@ class LocalCluster:
         self._children: list[_Child] = []
         for i, name in enumerate(member_names):
             unix_path = os.path.join(self._unix_dir, f"{name}.sock") if self._unix_dir else None
-            self._children.append(_Child(i, name, [0] * ports_per_member, unix_path))
+            host_i = hosts[i] if hosts is not None else None
+            self._children.append(_Child(i, name, [port] * ports_per_member, unix_path, host_i))
         atexit.register(self.close)
         try:
             for child in self._children:
@@ -398,9 +418,12 @@ class LocalCluster:
         if child.unix_path is not None:
             cmd += ["--unix", child.unix_path]
         elif all(p == 0 for p in child.ports):
-            cmd += ["--host", self.host, "--port", "0", "--ports", str(child.n_ports)]
+            host = child.host or self.host
+            cmd += ["--host", host, "--port", "0", "--ports", str(child.n_ports)]
         else:
-            cmd += ["--host", self.host, "--port", ",".join(map(str, child.ports))]
+            host = child.host or self.host
+            cmd += ["--host", host, "--port", ",".join(map(str, child.ports))]
+        cmd += self.extra_args
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         pythonpath = env.get("PYTHONPATH")

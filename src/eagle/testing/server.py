@@ -360,6 +360,15 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="mutual TLS: require client certificates signed by this PEM CA file",
     )
+    parser.add_argument(
+        "--etcd-register",
+        default=None,
+        metavar="ENDPOINTS",
+        help="register the first bound address in etcd's naming registry (etcd client "
+        "endpoints, comma-separated) under --etcd-target, on a lease (eagle.server)",
+    )
+    parser.add_argument("--etcd-target", default="eagle-test", help="naming target")
+    parser.add_argument("--etcd-ttl", type=int, default=2, help="lease TTL in seconds")
     return parser
 
 
@@ -427,12 +436,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.05)
 
     server.start()
+    registration = None
+    if args.etcd_register and args.unix is None:
+        from eagle.registration import EtcdRegistration
+
+        address = f"{_format_host(args.host)}:{bound[0]}"
+        registration = EtcdRegistration(
+            args.etcd_register, args.etcd_target, address, ttl=args.etcd_ttl
+        ).start()
     ready = f"unix:{args.unix}" if args.unix is not None else ",".join(map(str, bound))
     print(f"READY {ready}", flush=True)
 
     while not stop.wait(0.25):
         if args.parent and os.getppid() != args.parent:
             break
+    if registration is not None:
+        registration.stop()
     state.health.enter_graceful_shutdown()
     server.stop(grace=0.5).wait()
     return 0

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x61gle/etcdwire/v1/etcd.proto\x12\x11\x65\x61gle.etcdwire.v1\"\\\n\x0eResponseHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x11\n\traft_term\x18\x04 \x01(\x04\"\x0f\n\rStatusRequest\"\xeb\x01\n\x0eStatusResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x62Size\x18\x03 \x01(\x03\x12\x0e\n\x06leader\x18\x04 \x01(\x04\x12\x11\n\traftIndex\x18\x05 \x01(\x04\x12\x10\n\x08raftTerm\x18\x06 \x01(\x04\x12\x18\n\x10raftAppliedIndex\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x03(\t\x12\x13\n\x0b\x64\x62SizeInUse\x18\t \x01(\x03\x12\x11\n\tisLearner\x18\n \x01(\x08\"[\n\x06Member\x12\n\n\x02ID\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08peerURLs\x18\x03 \x03(\t\x12\x12\n\nclientURLs\x18\x04 \x03(\t\x12\x11\n\tisLearner\x18\x05 \x01(\x08\")\n\x11MemberListRequest\x12\x14\n\x0clinearizable\x18\x01 \x01(\x08\"s\n\x12MemberListResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.eagle.etcdwire.v1.Memberb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x61gle/etcdwire/v1/etcd.proto\x12\x11\x65\x61gle.etcdwire.v1\"\\\n\x0eResponseHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x10\n\x08revision\x18\x03 \x01(\x03\x12\x11\n\traft_term\x18\x04 \x01(\x04\"\x0f\n\rStatusRequest\"\xeb\x01\n\x0eStatusResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x62Size\x18\x03 \x01(\x03\x12\x0e\n\x06leader\x18\x04 \x01(\x04\x12\x11\n\traftIndex\x18\x05 \x01(\x04\x12\x10\n\x08raftTerm\x18\x06 \x01(\x04\x12\x18\n\x10raftAppliedIndex\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x03(\t\x12\x13\n\x0b\x64\x62SizeInUse\x18\t \x01(\x03\x12\x11\n\tisLearner\x18\n \x01(\x08\"[\n\x06Member\x12\n\n\x02ID\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08peerURLs\x18\x03 \x03(\t\x12\x12\n\nclientURLs\x18\x04 \x03(\t\x12\x11\n\tisLearner\x18\x05 \x01(\x08\")\n\x11MemberListRequest\x12\x14\n\x0clinearizable\x18\x01 \x01(\x08\"s\n\x12MemberListResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.eagle.etcdwire.v1.Member\"u\n\x08KeyValue\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x17\n\x0f\x63reate_revision\x18\x02 \x01(\x03\x12\x14\n\x0cmod_revision\x18\x03 \x01(\x03\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05value\x18\x05 \x01(\x0c\x12\r\n\x05lease\x18\x06 \x01(\x03\"\xb2\x01\n\x05\x45vent\x12\x30\n\x04type\x18\x01 \x01(\x0e\x32\".eagle.etcdwire.v1.Event.EventType\x12\'\n\x02kv\x18\x02 \x01(\x0b\x32\x1b.eagle.etcdwire.v1.KeyValue\x12,\n\x07prev_kv\x18\x03 \x01(\x0b\x32\x1b.eagle.etcdwire.v1.KeyValue\" \n\tEventType\x12\x07\n\x03PUT\x10\x00\x12\n\n\x06\x44\x45LETE\x10\x01\"\x8c\x01\n\x0cRangeRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x11\n\trange_end\x18\x02 \x01(\x0c\x12\r\n\x05limit\x18\x03 \x01(\x03\x12\x10\n\x08revision\x18\x04 \x01(\x03\x12\x14\n\x0cserializable\x18\x07 \x01(\x08\x12\x11\n\tkeys_only\x18\x08 \x01(\x08\x12\x12\n\ncount_only\x18\t \x01(\x08\"\x89\x01\n\rRangeResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12(\n\x03kvs\x18\x02 \x03(\x0b\x32\x1b.eagle.etcdwire.v1.KeyValue\x12\x0c\n\x04more\x18\x03 \x01(\x08\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\"H\n\nPutRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\r\n\x05lease\x18\x03 \x01(\x03\x12\x0f\n\x07prev_kv\x18\x04 \x01(\x08\"@\n\x0bPutResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\"E\n\x12\x44\x65leteRangeRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x11\n\trange_end\x18\x02 \x01(\x0c\x12\x0f\n\x07prev_kv\x18\x03 \x01(\x08\"Y\n\x13\x44\x65leteRangeResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x03\"7\n\x11\x43ompactionRequest\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12\x10\n\x08physical\x18\x02 \x01(\x08\"G\n\x12\x43ompactionResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\"\xe6\x01\n\x0cWatchRequest\x12?\n\x0e\x63reate_request\x18\x01 \x01(\x0b\x32%.eagle.etcdwire.v1.WatchCreateRequestH\x00\x12?\n\x0e\x63\x61ncel_request\x18\x02 \x01(\x0b\x32%.eagle.etcdwire.v1.WatchCancelRequestH\x00\x12\x43\n\x10progress_request\x18\x03 \x01(\x0b\x32\'.eagle.etcdwire.v1.WatchProgressRequestH\x00\x42\x0f\n\rrequest_union\"\x88\x01\n\x12WatchCreateRequest\x12\x0b\n\x03key\x18\x01 \x01(\x0c\x12\x11\n\trange_end\x18\x02 \x01(\x0c\x12\x16\n\x0estart_revision\x18\x03 \x01(\x03\x12\x17\n\x0fprogress_notify\x18\x04 \x01(\x08\x12\x0f\n\x07prev_kv\x18\x06 \x01(\x08\x12\x10\n\x08watch_id\x18\x07 \x01(\x03\"&\n\x12WatchCancelRequest\x12\x10\n\x08watch_id\x18\x01 \x01(\x03\"\x16\n\x14WatchProgressRequest\"\xe4\x01\n\rWatchResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12\x10\n\x08watch_id\x18\x02 \x01(\x03\x12\x0f\n\x07\x63reated\x18\x03 \x01(\x08\x12\x10\n\x08\x63\x61nceled\x18\x04 \x01(\x08\x12\x18\n\x10\x63ompact_revision\x18\x05 \x01(\x03\x12\x15\n\rcancel_reason\x18\x06 \x01(\t\x12\x10\n\x08\x66ragment\x18\x07 \x01(\x08\x12(\n\x06\x65vents\x18\x0b \x03(\x0b\x32\x18.eagle.etcdwire.v1.Event\",\n\x11LeaseGrantRequest\x12\x0b\n\x03TTL\x18\x01 \x01(\x03\x12\n\n\x02ID\x18\x02 \x01(\x03\"o\n\x12LeaseGrantResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12\n\n\x02ID\x18\x02 \x01(\x03\x12\x0b\n\x03TTL\x18\x03 \x01(\x03\x12\r\n\x05\x65rror\x18\x04 \x01(\t\" \n\x12LeaseRevokeRequest\x12\n\n\x02ID\x18\x01 \x01(\x03\"H\n\x13LeaseRevokeResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\"#\n\x15LeaseKeepAliveRequest\x12\n\n\x02ID\x18\x01 \x01(\x03\"d\n\x16LeaseKeepAliveResponse\x12\x31\n\x06header\x18\x01 \x01(\x0b\x32!.eagle.etcdwire.v1.ResponseHeader\x12\n\n\x02ID\x18\x02 \x01(\x03\x12\x0b\n\x03TTL\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,4 +43,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMBERLISTREQUEST']._serialized_end=534
   _globals['_MEMBERLISTRESPONSE']._serialized_start=536
   _globals['_MEMBERLISTRESPONSE']._serialized_end=651
+  _globals['_KEYVALUE']._serialized_start=653
+  _globals['_KEYVALUE']._serialized_end=770
+  _globals['_EVENT']._serialized_start=773
+  _globals['_EVENT']._serialized_end=951
+  _globals['_EVENT_EVENTTYPE']._serialized_start=919
+  _globals['_EVENT_EVENTTYPE']._serialized_end=951
+  _globals['_RANGEREQUEST']._serialized_start=954
+  _globals['_RANGEREQUEST']._serialized_end=1094
+  _globals['_RANGERESPONSE']._serialized_start=1097
+  _globals['_RANGERESPONSE']._serialized_end=1234
+  _globals['_PUTREQUEST']._serialized_start=1236
+  _globals['_PUTREQUEST']._serialized_end=1308
+  _globals['_PUTRESPONSE']._serialized_start=1310
+  _globals['_PUTRESPONSE']._serialized_end=1374
+  _globals['_DELETERANGEREQUEST']._serialized_start=1376
+  _globals['_DELETERANGEREQUEST']._serialized_end=1445
+  _globals['_DELETERANGERESPONSE']._serialized_start=1447
+  _globals['_DELETERANGERESPONSE']._serialized_end=1536
+  _globals['_COMPACTIONREQUEST']._serialized_start=1538
+  _globals['_COMPACTIONREQUEST']._serialized_end=1593
+  _globals['_COMPACTIONRESPONSE']._serialized_start=1595
+  _globals['_COMPACTIONRESPONSE']._serialized_end=1666
+  _globals['_WATCHREQUEST']._serialized_start=1669
+  _globals['_WATCHREQUEST']._serialized_end=1899
+  _globals['_WATCHCREATEREQUEST']._serialized_start=1902
+  _globals['_WATCHCREATEREQUEST']._serialized_end=2038
+  _globals['_WATCHCANCELREQUEST']._serialized_start=2040
+  _globals['_WATCHCANCELREQUEST']._serialized_end=2078
+  _globals['_WATCHPROGRESSREQUEST']._serialized_start=2080
+  _globals['_WATCHPROGRESSREQUEST']._serialized_end=2102
+  _globals['_WATCHRESPONSE']._serialized_start=2105
+  _globals['_WATCHRESPONSE']._serialized_end=2333
+  _globals['_LEASEGRANTREQUEST']._serialized_start=2335
+  _globals['_LEASEGRANTREQUEST']._serialized_end=2379
+  _globals['_LEASEGRANTRESPONSE']._serialized_start=2381
+  _globals['_LEASEGRANTRESPONSE']._serialized_end=2492
+  _globals['_LEASEREVOKEREQUEST']._serialized_start=2494
+  _globals['_LEASEREVOKEREQUEST']._serialized_end=2526
+  _globals['_LEASEREVOKERESPONSE']._serialized_start=2528
+  _globals['_LEASEREVOKERESPONSE']._serialized_end=2600
+  _globals['_LEASEKEEPALIVEREQUEST']._serialized_start=2602
+  _globals['_LEASEKEEPALIVEREQUEST']._serialized_end=2637
+  _globals['_LEASEKEEPALIVERESPONSE']._serialized_start=2639
+  _globals['_LEASEKEEPALIVERESPONSE']._serialized_end=2739
 # @@protoc_insertion_point(module_scope)
