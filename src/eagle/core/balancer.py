@@ -584,7 +584,7 @@ class Balancer:
             m.view_error = error or None
             views = {k: mm.view for k, mm in self._members.items()}
             errors = {k: mm.view_error for k, mm in self._members.items() if mm.view_error}
-            verdicts, leader = judge_views(views, errors, self._judging)
+            verdicts, leader = judge_views(views, errors, self._judging, self._verdicts)
             self._verdicts = verdicts
             fresh = verdicts.get(key)
             if view is not None and fresh is not None and not fresh.partitioned:

@@ -50,10 +50,12 @@ class MemberView:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The membership verdict for one member."""
+    """The membership verdict for one member. ``term_lag``: its term trails the
+    majority's (see :func:`judge_views`)."""
 
     partitioned: bool
     reason: str
+    term_lag: bool = False
 
 
 _OK = Verdict(False, "in quorum")
@@ -69,12 +71,20 @@ def judge_views(
     views: Mapping[str, MemberView | None],
     errors: Mapping[str, str],
     cfg: MembershipConfig,
+    previous: Mapping[str, Verdict] | None = None,
 ) -> tuple[dict[str, Verdict], str | None]:
     """Judge every member from all the views at hand.
+
+    A member whose term trails the majority's is PARTITIONED at once when it does not
+    follow the leader the majority follows (a cut-off old leader, say). One that follows
+    that leader is given one more view: etcd 3.4's ``Status`` reports the term of the last
+    entry a member applied, which trails for a moment after every election; only when
+    its next view (``previous``: the last verdicts) still trails is it PARTITIONED.
 
     Returns (verdict per endpoint that has a view, the endpoint of the leader a majority
     of members name, or None).
     """
+    previous = previous or {}
     have = {k: v for k, v in views.items() if v is not None}
     verdicts: dict[str, Verdict] = {}
     if not have:
@@ -87,6 +97,15 @@ def judge_views(
     same = {k: v for k, v in have.items() if v.cluster_id == cluster}
     term_floor = _majority_floor([v.term for v in same.values()])
     applied_floor = _majority_floor([v.applied for v in same.values()])
+    # the leader a majority of the members with quorum follow: a member that follows it
+    # is connected to the current leader, whatever term it reports (etcd 3.4's Status
+    # reports the term of the last entry it applied, which trails just after an election)
+    followed = Counter(v.leader_id for v in same.values() if v.leader_id and v.has_quorum)
+    current = None
+    if followed:
+        lid, count = followed.most_common(1)[0]
+        if count * 2 > len(views):
+            current = lid
     for key, v in have.items():
         if v.cluster_id != cluster:
             verdicts[key] = Verdict(
@@ -97,7 +116,12 @@ def judge_views(
         elif not v.has_quorum:
             verdicts[key] = Verdict(True, f"member {v.member_id} has no quorum")
         elif term_floor - v.term > cfg.max_term_lag:
-            verdicts[key] = Verdict(True, f"term {v.term} trails the majority's {term_floor}")
+            lag = f"term {v.term} trails the majority's {term_floor}"
+            before = previous.get(key)
+            if v.leader_id == current and not (before is not None and before.term_lag):
+                verdicts[key] = Verdict(False, f"{lag} (follows the leader: judged again)", True)
+            else:
+                verdicts[key] = Verdict(True, lag, True)
         elif applied_floor - v.applied > cfg.max_applied_lag:
             verdicts[key] = Verdict(
                 True, f"applied index {v.applied} trails the majority's {applied_floor}"
