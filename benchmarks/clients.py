@@ -43,8 +43,29 @@ EAGLE_CONFIGS: dict[str, dict[str, Any]] = {
         "health": {"interval": 0.2},
         "retry": {"idempotent_methods": [ETCD_RANGE]},
     },
-    # scale: every endpoint probed once a second
-    "scale": {"health": {"interval": 1.0}},
+    # scale: every endpoint probed once a second (no_traffic_interval off: the scale
+    # windows make no calls, and the row measures probing at 1 s)
+    "scale": {"health": {"interval": 1.0, "no_traffic_interval": None}},
+    # scale, health.mode watch for any server: Health/Watch streams push drains, a Check
+    # with a deadline every watch_check_interval (2.5 s) finds frozen members, Checks at once
+    # on members whose calls stall
+    "scale-watch": {"health": {"mode": "watch", "no_traffic_interval": None}},
+    # scale, health.mode watch where the servers allow HTTP/2 pings every second (the
+    # test servers permit them every 100 ms): keepalive breaks the Watch stream of a
+    # frozen member within ~2 s, so a Check every 30 s is enough
+    "scale-watch-ka": {
+        "health": {"mode": "watch", "no_traffic_interval": None, "watch_check_interval": 30.0},
+        "keepalive": {"time": 1.0, "timeout": 1.0},
+    },
+    # the fault matrix with subsetting on: A68 random subsetting of 2 of the 3 members,
+    # seeded (at run time, ClientSpec.extra["subset_seed"]) so that the victim is in the
+    # subset: its fault must be handled as without subsetting, and a replacement joins
+    "subset2": {"subset": {"mode": "random", "size": 2}},
+    # subsetting at 10,000 endpoints: A68 random subsetting, 20 members, health.mode watch
+    "scale-subset": {
+        "subset": {"mode": "random", "size": 20},
+        "health": {"mode": "watch", "no_traffic_interval": None},
+    },
 }
 
 # --------------------------------------------------------------------- grpcio setups
@@ -252,6 +273,29 @@ def matches(label: str, wanted: list[str] | None) -> bool:
     return any(label == w or label.startswith(w) for w in wanted)
 
 
+def eagle_config(spec: ClientSpec) -> dict[str, Any]:
+    """The eagle config a spec names, with its run-time additions (a subset seed)."""
+    assert spec.config is not None
+    cfg = json.loads(json.dumps(EAGLE_CONFIGS[spec.config]))
+    seed = spec.extra.get("subset_seed")
+    if seed is not None:
+        cfg.setdefault("subset", {})["seed"] = seed
+    return cfg
+
+
+def subset_seed_with(endpoints: list[str], member: str, size: int) -> int:
+    """The first A68 seed whose random subset of ``size`` of ``endpoints`` holds
+    ``member`` (so a fault on it is a fault inside the subset)."""
+    from eagle.config import SubsetConfig
+    from eagle.core.subset import SubsetPlan
+
+    for seed in range(10_000):
+        plan = SubsetPlan(SubsetConfig(mode="random", size=size, seed=seed))
+        if member in plan.select(endpoints).members:
+            return seed
+    raise RuntimeError(f"no seed puts {member} in a subset of {size}")
+
+
 def build_sync_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
     """Build the sync channel a spec describes."""
     import grpc
@@ -259,9 +303,8 @@ def build_sync_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
     if spec.is_eagle:
         import eagle as eagle_mod
 
-        assert spec.config is not None
         channel = eagle_mod.insecure_channel(
-            endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
+            endpoints, config=eagle_config(spec), options=LOCAL_OPTIONS
         )
         if spec.extra.get("otel"):
             instrument_otel(spec.extra["otel"], channel)
@@ -278,9 +321,8 @@ def build_aio_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
     if spec.is_eagle:
         import eagle as eagle_mod
 
-        assert spec.config is not None
         channel = eagle_mod.aio.insecure_channel(
-            endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
+            endpoints, config=eagle_config(spec), options=LOCAL_OPTIONS
         )
         if spec.extra.get("otel"):
             instrument_otel(spec.extra["otel"], channel)

@@ -245,6 +245,29 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         None if f is None else (f["tput_recover_s"] is not None and f["tput_recover_s"] <= 1.5),
         "issue 3",
     )
+    # every fault scenario with subsetting on (issue 12) ------------------------------
+    for scen in ("steady", "crash", "restart", "hang", "drain", "slow", "flap"):
+        cl = _get(sc, scen, "clients") or {}
+        for mode in ("sync", "aio"):
+            label = f"eagle-{mode}[subset2]"
+            ref = f"eagle-{mode}" if f"eagle-{mode}" in cl else "eagle-sync"
+            got, base = cl.get(label), cl.get(ref)
+            if got is None and not cl:
+                continue  # the scenario did not run
+
+            def failed(c: dict[str, Any]) -> int:
+                f = c.get("fault")
+                return int(f["failed_after"] if f else c["basic"]["failed"])
+
+            add(
+                scen,
+                f"{label} (random subset of 2 of 3, the victim in it): no more failed calls "
+                f"than {ref} without subsetting (+1 for noise)",
+                f"{failed(got)} failed of {got['basic']['calls']}" if got else "—",
+                f"{ref}: {failed(base)} failed" if base else "—",
+                None if got is None or base is None else failed(got) <= failed(base) + 1,
+                "issue 12",
+            )
     crash = _get(sc, "crash", "clients") or {}
     bc = _get(crash, BASELINE, "fault")
     for label, what in (
@@ -472,6 +495,53 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 None if c is None else c["kib_per_endpoint"] < 100.0,
                 "issue 5",
             )
+    # scale, issue 12: watch mode at 1024, detection, subsetting at 10,000 ---------------
+    bare1024 = s1024.get("grpc-bare-channels")
+    for label in ("eagle-sync[scale-watch-ka]", "eagle-aio[scale-watch-ka]"):
+        c = s1024.get(label)
+        add(
+            "scale",
+            f"{label}: 1024 endpoints, no subsetting, health.mode watch + keepalive 1 s: "
+            "< 10 % of one core",
+            f"{c['core_pct']:.1f} % of a core" if c else "—",
+            f"1024 bare grpcio channels: {100 * bare1024['cpu_per_s']:.1f} %" if bare1024 else "—",
+            None if c is None else c["core_pct"] < 10.0,
+            "issue 12",
+        )
+    det = _get(sc, "scale", "detect", "clients") or {}
+    bounds = {"crash": 1.0, "drain": 1.0, "freeze": 5.0}
+    for label, d in det.items():
+        times = d.get("detect_s") or {}
+        for fault, bound in bounds.items():
+            took = times.get(fault)
+            add(
+                "scale",
+                f"{label}: 1024 endpoints, an idle member's {fault} seen within {bound:g} s",
+                _never(took),
+                "—",
+                None if not times else (took is not None and took <= bound),
+                "issue 12",
+            )
+    sub = _get(sc, "scale", "subset", "clients") or {}
+    n_sub = _get(sc, "scale", "subset", "n") or 10000
+    for label in ("eagle-sync[scale-subset]", "eagle-aio[scale-subset]"):
+        c = sub.get(label)
+        add(
+            "scale",
+            f"{label}: {n_sub:,} endpoints, subset 20: < 3 % of one core",
+            f"{c['core_pct']:.1f} % of a core ({c.get('in_use')} members in use)" if c else "—",
+            "—",
+            None if c is None else c["core_pct"] < 3.0,
+            "issue 12",
+        )
+        add(
+            "scale",
+            f"{label}: {n_sub:,} endpoints, subset 20: RSS over the bare process < 20 MiB",
+            f"{c['rss_growth_mib']:.1f} MiB" if c else "—",
+            "bare process: the worker with eagle and grpcio imported, no channel",
+            None if c is None else c["rss_growth_mib"] < 20.0,
+            "issue 12",
+        )
     # fleet (subsetting, simulated) ----------------------------------------------------
     fl = sc.get("fleet")
     modes = _get(fl, "modes") or {}
@@ -1009,7 +1079,7 @@ def section_scale(s: dict[str, Any] | None) -> str:
                     n,
                     label,
                     f"{c['all_probed_s']:.2f}",
-                    f"{c['cpu_per_interval_s']:.3f}" if is_eagle else "—",
+                    f"{c['cpu_per_interval_s']:.3f}" if "cpu_per_interval_s" in c else "—",
                     f"{c['core_pct']:.0f} %"
                     if is_eagle
                     else f"{100 * c['cpu_per_s']:.1f} % (idle)",
@@ -1024,7 +1094,10 @@ def section_scale(s: dict[str, Any] | None) -> str:
         "## Scale",
         "",
         "One server process listening on N ports; each client alone in a fresh process. "
-        f"eagle probes every endpoint every 1 s (`health.interval` 1.0); CPU measured over "
+        "`[scale]`: a `Check` to every endpoint every 1 s (`health.interval` 1.0); "
+        "`[scale-watch]`: `health.mode: watch` (a `Health/Watch` stream per endpoint, a "
+        "`Check` every 2.5 s); `[scale-watch-ka]`: watch mode with keepalive pings every 1 s "
+        "(the test servers allow them) and a `Check` every 30 s. CPU measured over "
         f"a quiet {s['window']:g} s window without calls. KiB per endpoint = RSS growth from "
         "before the channel was created to after every endpoint was probed, divided by N. "
         "`grpc-bare-channels` = N plain grpcio channels, each connected by one health "
@@ -1053,6 +1126,43 @@ def section_scale(s: dict[str, Any] | None) -> str:
             "Marginal memory per endpoint between 256 and 1024 endpoints ((growth at 1024 - "
             "growth at 256) / 768, leaving out what a channel costs whatever its size): "
             + ", ".join(f"`{k}` {v:.1f} KiB" for k, v in marginal.items()),
+            "",
+        ]
+    det = _get(s, "detect", "clients") or {}
+    if det:
+        drows = []
+        for label, d in det.items():
+            t = d.get("detect_s") or {}
+            drows.append([label] + [_never(t.get(f)) for f in ("crash", "drain", "freeze")])
+        parts += [
+            f"Detection over {_get(s, 'detect', 'n')} endpoints, channel idle: one member "
+            "each crashed (SIGKILL), drained (NOT_SERVING) and frozen (SIGSTOP) at once; time "
+            "until the channel's status shows it UNREACHABLE / NOT_SERVING / UNREACHABLE.",
+            "",
+            _table(["client", "crash", "drain", "freeze (idle)"], drows),
+            "",
+        ]
+    sub = _get(s, "subset", "clients") or {}
+    if sub:
+        srows = [
+            [
+                label,
+                str(c.get("in_use")),
+                f"{c['all_probed_s']:.2f}",
+                f"{c['core_pct']:.1f} %",
+                f"{c['rss_growth_mib']:.1f}",
+                ", ".join(f"{k} {v}" for k, v in (c.get("states") or {}).items()) or "—",
+            ]
+            for label, c in sub.items()
+        ]
+        parts += [
+            f"Subsetting over {_get(s, 'subset', 'n'):,} endpoints (4 server processes x 2,500 "
+            "ports), A68 random subsetting of 20, watch mode; RSS growth over the bare worker "
+            "process (eagle and grpcio imported, no channel).",
+            "",
+            _table(
+                ["client", "in use", "all probed s", "% of one core", "RSS MiB", "states"], srows
+            ),
             "",
         ]
     cases = _get(s, "pick", "cases") or []

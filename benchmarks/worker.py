@@ -695,10 +695,39 @@ class WatchJob:
 # ------------------------------------------------------------------------ scale job
 
 
+def all_probed(ch: Any) -> bool:
+    """Every member the channel uses (all, or its subset) has had a probe answer (or
+    failure)."""
+    bal = ch.balancer
+    for k in bal.in_use:
+        st = bal.status_of(k)
+        if st is not None and st.last_probe is None:
+            return False
+    return True
+
+
+def _states(ch: Any) -> dict[str, int]:
+    """How many members in use are in each state."""
+    bal = ch.balancer
+    return dict(Counter(str(s.state) for s in map(bal.status_of, bal.in_use) if s is not None))
+
+
+def _import_bare() -> None:
+    """What any client process of this kind has loaded before it makes a channel: the
+    RSS before a scale job's channel ("the bare process") includes these."""
+    import grpc
+    import grpc.aio  # noqa: F401
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: F401
+
+    import eagle
+    import eagle.aio  # noqa: F401
+
+
 def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    _import_bare()
     endpoints: list[str] = spec["endpoints"]
     n = len(endpoints)
     window = float(spec.get("window", 5.0))
@@ -713,10 +742,9 @@ def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         keep.append(ch)
         deadline = t_start + 60
         while monotonic() < deadline:
-            st = ch.status()
-            if all(s.last_probe is not None for s in st.values()):
+            if all_probed(ch):
                 break
-            time.sleep(0.01)
+            time.sleep(0.01 if n <= 1024 else 0.1)
         out["all_probed_s"] = monotonic() - t_start
         out["startup_cpu_s"] = cpu_seconds() - cpu_a
         time.sleep(float(spec.get("settle", 1.0)))  # let the jittered schedule spread out
@@ -727,9 +755,10 @@ def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         time.sleep(window)
         elapsed = monotonic() - t0
         c1 = cpu_seconds()
-        st = ch.status()
-        out["states"] = dict(Counter(str(s.state) for s in st.values()))
-        lat = sorted(s.last_latency for s in st.values() if s.last_latency is not None)
+        out["states"] = _states(ch)
+        out["in_use"] = len(ch.balancer.in_use)
+        st = [ch.balancer.status_of(k) for k in ch.balancer.in_use]
+        lat = sorted(s.last_latency for s in st if s is not None and s.last_latency is not None)
         out["probe_latency_p50_ms"] = 1000 * lat[len(lat) // 2] if lat else None
         out["probe_latency_max_ms"] = 1000 * lat[-1] if lat else None
         out["ticks_skipped"] = SKIPS.skipped - skipped0
@@ -764,6 +793,7 @@ def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
             c.close()
     out["rss_before_kib"] = rss0
     out["rss_after_kib"] = max(rss1, rss2)
+    out["rss_growth_mib"] = (max(rss1, rss2) - rss0) / 1024
     out["kib_per_endpoint"] = (max(rss1, rss2) - rss0) / n
     out["max_rss_kib"] = max_rss_kib()
     return out
@@ -774,6 +804,8 @@ def _scale_aio(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
     n = len(endpoints)
     window = float(spec.get("window", 5.0))
 
+    _import_bare()
+
     async def main() -> dict[str, Any]:
         gc.collect()
         rss0 = rss_kib()
@@ -783,10 +815,9 @@ def _scale_aio(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         ch = build_aio_channel(client, endpoints)
         deadline = t_start + 60
         while monotonic() < deadline:
-            st = ch.status()
-            if all(s.last_probe is not None for s in st.values()):
+            if all_probed(ch):
                 break
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01 if n <= 1024 else 0.1)
         out["all_probed_s"] = monotonic() - t_start
         out["startup_cpu_s"] = cpu_seconds() - cpu_a
         await asyncio.sleep(float(spec.get("settle", 1.0)))
@@ -797,9 +828,10 @@ def _scale_aio(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         await asyncio.sleep(window)
         elapsed = monotonic() - t0
         c1 = cpu_seconds()
-        st = ch.status()
-        out["states"] = dict(Counter(str(s.state) for s in st.values()))
-        lat = sorted(s.last_latency for s in st.values() if s.last_latency is not None)
+        out["states"] = _states(ch)
+        out["in_use"] = len(ch.balancer.in_use)
+        st = [ch.balancer.status_of(k) for k in ch.balancer.in_use]
+        lat = sorted(s.last_latency for s in st if s is not None and s.last_latency is not None)
         out["probe_latency_p50_ms"] = 1000 * lat[len(lat) // 2] if lat else None
         out["probe_latency_max_ms"] = 1000 * lat[-1] if lat else None
         out["ticks_skipped"] = SKIPS.skipped - skipped0
@@ -808,11 +840,81 @@ def _scale_aio(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         await ch.close()
         out["rss_before_kib"] = rss0
         out["rss_after_kib"] = max(rss1, rss2)
+        out["rss_growth_mib"] = (max(rss1, rss2) - rss0) / 1024
         out["kib_per_endpoint"] = (max(rss1, rss2) - rss0) / n
         out["max_rss_kib"] = max_rss_kib()
         return out
 
     return asyncio.run(main())
+
+
+# ------------------------------------------------------------------------ detect job
+
+#: what each watched member must reach to count as detected
+_DETECTED = {"crash": ("UNREACHABLE",), "drain": ("NOT_SERVING",), "freeze": ("UNREACHABLE",)}
+
+
+def _detect_poll(ch: Any, watch: dict[str, str], seen: dict[str, float]) -> bool:
+    now = monotonic()
+    for fault, ep in watch.items():
+        st = ch.balancer.status_of(ep)
+        if fault not in seen and st is not None and st.state.name in _DETECTED[fault]:
+            seen[fault] = now
+    return len(seen) == len(watch)
+
+
+def detect_cost(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
+    """Detection over many members: build the channel, wait until every member was probed
+    and the watched ones serve, settle, then write ``ready_file``; the parent injects the
+    faults (crash, drain, freeze of one member each) and this polls the channel's status
+    every 10 ms until each watched member reached its state (or ``timeout``). Times are
+    monotonic (system-wide), so the parent subtracts its fault times."""
+    endpoints: list[str] = spec["endpoints"]
+    watch: dict[str, str] = spec["watch"]
+    settle = float(spec.get("settle", 2.0))
+    timeout = float(spec.get("timeout", 15.0))
+    ready_file = spec["ready_file"]
+
+    def ready(ch: Any) -> bool:
+        serving = (ch.balancer.status_of(ep) for ep in watch.values())
+        return all(s is not None and s.serving for s in serving) and all_probed(ch)
+
+    def announce() -> float:
+        with open(ready_file, "w") as f:
+            f.write("ready")
+        return monotonic()
+
+    seen: dict[str, float] = {}
+    if client.mode == "aio":
+
+        async def main() -> float:
+            ch = build_aio_channel(client, endpoints)
+            deadline = monotonic() + 90
+            while not ready(ch):
+                if monotonic() > deadline:
+                    raise RuntimeError("members never all probed and serving")
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(settle)
+            t_ready = announce()
+            while not _detect_poll(ch, watch, seen) and monotonic() < t_ready + timeout:
+                await asyncio.sleep(0.01)
+            await ch.close()
+            return t_ready
+
+        t_ready = asyncio.run(main())
+    else:
+        ch = build_sync_channel(client, endpoints)
+        deadline = monotonic() + 90
+        while not ready(ch):
+            if monotonic() > deadline:
+                raise RuntimeError("members never all probed and serving")
+            time.sleep(0.05)
+        time.sleep(settle)
+        t_ready = announce()
+        while not _detect_poll(ch, watch, seen) and monotonic() < t_ready + timeout:
+            time.sleep(0.01)
+        ch.close()
+    return {"client": client.label, "n": len(endpoints), "ready_at": t_ready, "seen": seen}
 
 
 # ------------------------------------------------------------------------ idle job
@@ -964,7 +1066,7 @@ def main() -> int:
         args=(int(spec["parent"]), float(spec.get("max_seconds", 900))),
         daemon=True,
     ).start()
-    if spec["job"] == "scale":
+    if spec["job"] in ("scale", "detect"):
         raise_nofile()
     job = _build_job(spec)
     info: dict[str, Any] = {}
@@ -994,6 +1096,9 @@ def main() -> int:
             elif spec["job"] == "pick":
                 sleep_until(t0)
                 result = pick_cost(spec)
+            elif spec["job"] == "detect":
+                sleep_until(t0)
+                result = detect_cost(spec, ClientSpec.from_json(spec["client"]))
             elif spec["job"] == "idle":
                 sleep_until(t0)
                 result = idle_cost(spec, ClientSpec.from_json(spec["client"]), duration)

@@ -18,6 +18,7 @@ from eagle.core.status import EndpointStatus, State, StatusSnapshot
 from eagle.core.subset import (
     ENV_INSTANCE_COUNT,
     ENV_INSTANCE_INDEX,
+    SEARCH_FACTOR,
     SubsetPlan,
     aperture_ranking,
     resolve_coordinate,
@@ -319,6 +320,18 @@ def test_too_few_usable_members() -> None:
     assert plan.select(eps, dict.fromkeys(eps, "UNREACHABLE")).members == ()
 
 
+def test_a_fleet_wide_outage_does_not_probe_the_whole_fleet() -> None:
+    eps = names(2000)
+    plan = rand(5, size=20)
+    sub = plan.select(eps, dict.fromkeys(eps, "UNREACHABLE"))
+    assert sub.members == ()
+    assert len(sub.probe) == SEARCH_FACTOR * 20  # not 2000 connections per client
+    # half the fleet down: the subset still holds 20 usable members
+    order = plan.ranking(eps).order
+    half = plan.select(eps, dict.fromkeys(order[::2], "UNREACHABLE"))
+    assert len(half.members) == 20 and len(half.probe) <= SEARCH_FACTOR * 20
+
+
 @FAST
 @given(
     st.integers(0, 40),
@@ -341,10 +354,13 @@ def test_replacement_keeps_the_target_while_enough_are_usable(
     down = data.draw(st.sets(st.sampled_from(eps))) if eps else set()
     sub = plan.select(eps, dict.fromkeys(down, "UNREACHABLE"))
     order = plan.ranking(eps).order
-    usable = [e for e in order if e not in down]
-    # the active subset is the first `target` usable members of the algorithm's order
+    searched = order[: SEARCH_FACTOR * sub.target]
+    usable = [e for e in searched if e not in down]
+    # the active subset is the first `target` usable members of the algorithm's order,
+    # looked for among the first SEARCH_FACTOR x target
     assert sub.members == tuple(usable[: sub.target])
     assert len(sub.members) == min(sub.target, len(usable))
+    assert set(sub.probe) <= set(searched)
     assert not down & set(sub.members)
     # every natural member that is still usable stays; every replaced one is probed
     assert set(sub.natural) - down <= set(sub.members)

@@ -106,7 +106,14 @@ class HealthConfig:
     """
 
     service: str = ""
+    #: ``check``: a unary Check every interval; ``watch``: a ``Health/Watch`` stream per
+    #: member (the server pushes changes), plus a Check with a deadline every
+    #: ``watch_check_interval`` and whenever calls on the member stall (a Watch stream
+    #: never notices a frozen server)
+    mode: str = _choice("check", "check", "watch")
     interval: float = _dur(0.5)
+    #: with ``mode: watch``: how often a member whose Watch stream is up still gets a Check
+    watch_check_interval: float = _dur(2.5)
     #: the interval while the channel carries no calls (Envoy's ``no_traffic_interval``),
     #: never shorter than ``interval``; null probes at ``interval`` all the time
     no_traffic_interval: float | None = _dur(5.0, optional=True)

@@ -426,10 +426,11 @@ class HedgedAttempt(Attempt):
         )
         ep = step.endpoint
         assert ep is not None
-        entry = (fut, ep, owner._drv.started)
+        started = owner._drv._clock()
+        entry = (fut, ep, started)
         with self._cond:
             self._futures.append(entry)
-        self._round.sent()
+            self._round.sent(ep, started)
         fut.add_done_callback(lambda _f: self._one_ended(entry))
 
     def start(self, inline: bool) -> Outcome | None:

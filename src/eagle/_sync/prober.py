@@ -32,9 +32,17 @@ from ..config import Config
 from ..core.balancer import Balancer
 from ..core.health import ProbeOutcome, ProbeResult
 from ..providers.base import CallResult, MembershipProbe, ViewFetch
-from ..shell.probes import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
+from ..shell.probes import (
+    HEALTH_CHECK,
+    HEALTH_WATCH,
+    health_request,
+    outcome_of_answer,
+    outcome_of_error,
+    watch_backoff,
+)
 from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
+from .stream_reading import messages
 
 __all__ = ["Prober"]
 
@@ -61,6 +69,9 @@ class Prober:
         #: applies discovery's member set (the channel sets its ``update_endpoints``)
         self.on_discover: Callable[[Sequence[str]], None] | None = None
         self._view_futs: set[Any] = set()
+        #: health.mode watch: member -> its Watch stream
+        self._watches: dict[str, _Watch] = {}
+        self._watch_generation = -1  # the balancer's watch_generation last synced
 
     def start(self) -> None:
         """Start probing (first probes at once)."""
@@ -95,6 +106,27 @@ class Prober:
         if mem is not None:
             self._discover(mem)
         self._bal.tick(now)
+        if self._bal.watch_mode and self._bal.watch_generation != self._watch_generation:
+            self._sync_watches()
+
+    # ----------------------------------------------------------- Watch streams
+    def _sync_watches(self) -> None:
+        """health.mode watch: one Health/Watch stream per member in use (a thread each:
+        grpc's sync API reads a stream only by blocking on it)."""
+        generation = self._bal.watch_generation
+        wanted = {k: self._subs.get(k) for k in self._bal.wants_watch()}
+        # done until the members change, unless a sub-channel is not open yet
+        self._watch_generation = -1 if None in wanted.values() else generation
+        with self._lock:
+            for key, w in list(self._watches.items()):
+                if wanted.get(key) is not w.sub:
+                    del self._watches[key]
+                    w.stop()
+            for key, sub in wanted.items():
+                if sub is not None and key not in self._watches:
+                    w = _Watch(self._bal, key, sub, self._request)
+                    self._watches[key] = w
+                    w.start()
 
     def _fetch_view(self, key: str, mem: MembershipProbe) -> None:
         sub = self._subs.get(key)
@@ -193,5 +225,65 @@ class Prober:
             futs = list(self._inflight.values()) + list(self._view_futs)
             self._inflight.clear()
             self._view_futs.clear()
+            watches = list(self._watches.values())
+            self._watches.clear()
         for f in futs:
             f.cancel()
+        for w in watches:
+            w.stop()
+
+
+class _Watch:
+    """One member's ``Health/Watch`` stream, read on a thread of its own: every message is
+    fresh health; UNIMPLEMENTED leaves the member to Checks; any other end re-opens the
+    stream after a backoff."""
+
+    def __init__(self, bal: Balancer, key: str, sub: SubChannel[grpc.Channel], request: Any):
+        self._bal = bal
+        self.key = key
+        self.sub = sub
+        self._request = request
+        self._stop = threading.Event()
+        self._call: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"eagle-watch {key}", daemon=True)
+
+    def start(self) -> None:
+        """Open the stream."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the stream for good."""
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+
+    def _run(self) -> None:
+        failures = 0
+        mc = self.sub.multicallable(HEALTH_WATCH)
+        while not self._stop.is_set():
+            try:
+                self._call = call = mc(self._request)
+                for resp in messages(call):
+                    failures = 0
+                    self._bal.on_watch(self.key, outcome_of_answer(resp, 0.0))
+                ended = "the server ended the stream"
+                unsupported = False
+            except grpc.RpcError as err:
+                if self._stop.is_set():
+                    return
+                code = err.code()
+                unsupported = code is grpc.StatusCode.UNIMPLEMENTED
+                ended = f"{code.name if code is not None else 'UNKNOWN'}: {err.details()}"
+            except Exception as exc:  # closed channel, ...
+                if self._stop.is_set():
+                    return
+                unsupported = False
+                ended = repr(exc)
+            log.debug("health watch of %s ended: %s", self.key, ended)
+            self._bal.watch_lost(self.key, unsupported)
+            if unsupported:
+                return
+            failures += 1
+            if self._stop.wait(watch_backoff(failures)):
+                return

@@ -474,8 +474,9 @@ class HedgedAttempt(Attempt):
         assert ep is not None
         call = self._owner._grpc_call(step)
         task = asyncio.ensure_future(_await(call))
-        self._sent[task] = (call, ep, self._owner._drv.started)
-        self._round.sent()
+        started = self._owner._drv._clock()
+        self._sent[task] = (call, ep, started)
+        self._round.sent(ep, started)
 
     async def outcome(self) -> Outcome:
         """Race the round's attempts; the winner's or the last loser's outcome."""

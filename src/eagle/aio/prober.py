@@ -21,7 +21,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from ..config import Config
 from ..core.balancer import Balancer
 from ..providers.base import CallResult, MembershipProbe, ProviderCall, ViewFetch
-from ..shell.probes import HEALTH_CHECK, health_request, outcome_of_answer, outcome_of_error
+from ..shell.probes import (
+    HEALTH_CHECK,
+    HEALTH_WATCH,
+    health_request,
+    outcome_of_answer,
+    outcome_of_error,
+    watch_backoff,
+)
 from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
 
@@ -41,6 +48,9 @@ class AioProber:
         self._config = config
         self._request = health_request(config.health.service)
         self._tasks: set[asyncio.Task[None]] = set()
+        #: health.mode watch: member -> (its sub-channel, its Watch stream's task)
+        self._watches: dict[str, tuple[SubChannel[Any], asyncio.Task[None]]] = {}
+        self._watch_generation = -1  # the balancer's watch_generation last synced
         self._scheduler: AsyncIOScheduler | None = None
         self._timer: DueTimer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,6 +114,53 @@ class AioProber:
             if plan is not None:
                 self._spawn(self._apply_discovery(plan.endpoints))
         self._bal.tick(now)
+        if self._bal.watch_mode and self._bal.watch_generation != self._watch_generation:
+            self._sync_watches()
+
+    # ----------------------------------------------------------- Watch streams
+    def _sync_watches(self) -> None:
+        """health.mode watch: one Health/Watch stream per member in use (a task each)."""
+        generation = self._bal.watch_generation
+        wanted = {k: self._subs.get(k) for k in self._bal.wants_watch()}
+        # done until the members change, unless a sub-channel is not open yet
+        self._watch_generation = -1 if None in wanted.values() else generation
+        for key, (had, running) in list(self._watches.items()):
+            if wanted.get(key) is not had:
+                del self._watches[key]
+                running.cancel()
+        loop = asyncio.get_running_loop()
+        for key, want in wanted.items():
+            if want is not None and key not in self._watches:
+                self._watches[key] = (want, loop.create_task(self._watch(key, want)))
+
+    async def _watch(self, key: str, sub: SubChannel[Any]) -> None:
+        """One member's Health/Watch stream: every message is fresh health; UNIMPLEMENTED
+        leaves the member to Checks; any other end re-opens it after a backoff."""
+        failures = 0
+        mc = sub.multicallable(HEALTH_WATCH)
+        while not self._stopped:
+            try:
+                async for resp in mc(self._request):
+                    failures = 0
+                    self._bal.on_watch(key, outcome_of_answer(resp, 0.0))
+                ended = "the server ended the stream"
+                unsupported = False
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                unsupported = err.code() is grpc.StatusCode.UNIMPLEMENTED
+                ended = f"{err.code().name}: {err.details()}"
+            except Exception as exc:  # closed channel, ...
+                unsupported = False
+                ended = repr(exc)
+            if self._stopped:
+                return
+            log.debug("health watch of %s ended: %s", key, ended)
+            self._bal.watch_lost(key, unsupported)
+            if unsupported:
+                return
+            failures += 1
+            await asyncio.sleep(watch_backoff(failures))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -169,7 +226,8 @@ class AioProber:
                 sched.shutdown(wait=False)  # the tick runs inline: nothing to wait for
             except Exception:
                 log.debug("scheduler shutdown failed", exc_info=True)
-        tasks = list(self._tasks)
+        tasks = list(self._tasks) + [task for _, task in self._watches.values()]
+        self._watches.clear()
         for t in tasks:
             t.cancel()
         if tasks:

@@ -49,6 +49,11 @@ FIRST_PROBE_TIMEOUT = 1.0
 #: interval); larger ones spread their probes over the interval
 ALIGNED_MEMBERS = 16
 
+#: a larger channel's spread probes that fall due within this much of each other go out
+#: together: at most ~50 prober wake-ups a second, however many members (each wake-up has
+#: a fixed cost; a probe sent 20 ms early changes nothing)
+SPREAD_BATCH = 0.02
+
 #: a channel that made no call for this long probes at ``health.no_traffic_interval``
 NO_TRAFFIC_AFTER = 10.0
 
@@ -84,6 +89,8 @@ class _Member:
         "status_extra",
         "view",
         "view_error",
+        "watch_live",
+        "watch_unsupported",
     )
 
     def __init__(self, key: str, health: HealthRecord, now: float) -> None:
@@ -93,6 +100,8 @@ class _Member:
         self.since = now
         self.due = 0.0  # when the next probe is due (the live entry of the probe heap)
         self.conn_down = False  # what the pickers last saw of health.connection_down
+        self.watch_live = False  # a Health/Watch stream to it is up (health.mode watch)
+        self.watch_unsupported = False  # its server answered Watch with UNIMPLEMENTED
         self.probing = 0  # probes in flight
         self.probes_sent = 0
         self.view: MemberView | None = None
@@ -142,6 +151,9 @@ class Balancer:
         )
         self._subset: Subset | None = None
         self._in_use: frozenset[str] = frozenset()
+        #: bumped when the members that want a Watch stream may have changed (the members
+        #: in use, or a member found without Watch): the prober re-syncs its streams then
+        self._watch_generation = 0
         #: called (outside the lock) with (added, removed) when the members in use change;
         #: the shell opens and retires their sub-channels
         self.on_subset: Callable[[list[str], list[str]], None] | None = None
@@ -149,7 +161,7 @@ class Balancer:
             self._add(ep, now)
         self.outlier = OutlierDetector(config.outlier, self._members, now)
         if self._plan is None:
-            self._in_use = frozenset(self._members)
+            self._set_in_use(frozenset(self._members))
         else:
             self._resubset(now)
         self._track_load = False
@@ -163,6 +175,13 @@ class Balancer:
         self._last_call = -math.inf
         nti = config.health.no_traffic_interval
         self._no_traffic = None if nti is None else max(nti, config.health.interval)
+        #: health.mode watch: Watch streams, slow Checks, and Checks when calls stall
+        self._watch_mode = config.health.mode == "watch"
+        #: attempts in flight per member and when an attempt on it last ended (watch mode:
+        #: calls that stall on a member get it a Check at once)
+        self._inflight: dict[str, int] = {}
+        self._answered: dict[str, float] = {}
+        self._busy = False
         #: called (outside the lock) when time-driven work became due earlier than planned
         #: (a probe wanted at once, an ejection or a "no leader" verdict with an end): the
         #: prober re-arms its timer for :meth:`next_wakeup`
@@ -215,7 +234,7 @@ class Balancer:
         new_in = frozenset(sub.probe)
         added = [k for k in sub.probe if k not in self._in_use]
         removed = [k for k in self._in_use if k not in new_in and k in members]
-        self._in_use = new_in
+        self._set_in_use(new_in)
         h = self.config.health
         for k in added:
             self._schedule(k, now)
@@ -274,7 +293,7 @@ class Balancer:
             taken: list[str] = []
             left: list[str] = []
             if self._plan is None:
-                self._in_use = frozenset(self._members)
+                self._set_in_use(frozenset(self._members))
             else:
                 taken, left = self._resubset(now)
         if added:
@@ -356,6 +375,28 @@ class Balancer:
         with self._lock:
             items = {k: self._status(m) for k, m in self._members.items()}
             return StatusSnapshot(items, self._version)
+
+    def state_of(self, key: str) -> State | None:
+        """The state of one member (None when it is not a member)."""
+        m = self._members.get(key)
+        return None if m is None else m.state
+
+    def states(self) -> list[State]:
+        """Every member's state (cheaper than a :meth:`snapshot`)."""
+        with self._lock:
+            return [m.state for m in self._members.values()]
+
+    def serving_besides(self, key: str) -> bool:
+        """True when a member other than ``key`` is SERVING."""
+        with self._lock:
+            return any(m.state is State.SERVING for k, m in self._members.items() if k != key)
+
+    def status_of(self, key: str) -> EndpointStatus | None:
+        """The status of one member (None when it is not a member): cheaper than a whole
+        :meth:`snapshot` when the channel has thousands."""
+        with self._lock:
+            m = self._members.get(key)
+            return None if m is None else self._status(m)
 
     def _status(self, m: _Member) -> EndpointStatus:
         h = m.health
@@ -464,6 +505,8 @@ class Balancer:
             sweep = self.outlier.next_event()
             if sweep is not None:
                 times.append(sweep)
+            if self._watch_mode and self._busy:
+                times.append(self.clock() + self.config.health.interval)
         return min(times) if times else None
 
     def due_probes(self, now: float) -> list[str]:
@@ -481,12 +524,14 @@ class Balancer:
         """
         h = self.config.health
         out: list[str] = []
-        interval = h.interval
+        base_interval = h.interval
+        interval = base_interval
         if self._no_traffic is not None and not self.active(now):
             interval = self._no_traffic
+        watch_interval = max(h.watch_check_interval, base_interval)
         with self._lock:
-            aligned = len(self._members) <= ALIGNED_MEMBERS
-            horizon = now + (interval * h.jitter if aligned else 0.0)
+            aligned = len(self._in_use) <= ALIGNED_MEMBERS
+            horizon = now + (interval * h.jitter if aligned else SPREAD_BATCH)
             # members probed together stay together: one jitter draw and one base time
             # for all of them (the jitter still decorrelates one client from another)
             shared = interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
@@ -504,22 +549,106 @@ class Balancer:
                 taken.setdefault(key, at)
             for key, at in taken.items():
                 m = self._members[key]
+                # this member's interval: a member that is failing is checked again at
+                # ``interval`` until its state settles; one whose Watch stream is up at
+                # ``watch_check_interval``
+                if m.health.consecutive_failures and m.health.state is not State.UNREACHABLE:
+                    iv = base_interval
+                elif m.watch_live:
+                    iv = watch_interval
+                else:
+                    iv = interval
                 if aligned:
                     if base is None:
                         base = at  # the earliest due time: no drift, even when early
-                    nxt = base + shared
+                    nxt = base + shared * (iv / interval)
                 elif m.probes_sent == 0:
-                    nxt = at + interval * (0.5 + self.rng.random())
+                    nxt = at + iv * (0.5 + self.rng.random())
                 else:
-                    nxt = at + interval * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
+                    nxt = at + iv * (1.0 + h.jitter * (2.0 * self.rng.random() - 1.0))
                 if nxt <= now:
-                    nxt = now + interval * self.rng.random()
+                    nxt = now + iv * self.rng.random()
                 self._schedule(key, nxt)
                 if m.probing < self._max_inflight:
                     m.probing += 1
                     m.probes_sent += 1
                     out.append(key)
         return out
+
+    def _attempt_ended(self, endpoint: str) -> None:
+        with self._lock:
+            n = self._inflight.get(endpoint, 0)
+            if n > 0:
+                self._inflight[endpoint] = n - 1
+            self._answered[endpoint] = self.clock()
+
+    def _set_in_use(self, members: frozenset[str]) -> None:
+        self._in_use = members
+        self._watch_generation += 1
+
+    # -------------------------------------------------------------- watch mode
+    @property
+    def watch_generation(self) -> int:
+        """Changes whenever :meth:`wants_watch` may answer differently."""
+        return self._watch_generation
+
+    @property
+    def watch_mode(self) -> bool:
+        """True with ``health.mode: watch``."""
+        return self._watch_mode
+
+    def wants_watch(self) -> list[str]:
+        """Members in use that should have a ``Health/Watch`` stream (watch mode): all
+        but those whose server does not implement Watch."""
+        if not self._watch_mode:
+            return []
+        with self._lock:
+            return [
+                k
+                for k in self._in_use
+                if k in self._members and not self._members[k].watch_unsupported
+            ]
+
+    def on_watch(self, key: str, outcome: ProbeOutcome) -> None:
+        """A ``Health/Watch`` message for ``key``: fresh health, like a probe answer."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is None:
+                return
+            m.watch_live = True
+            m.probing += 1  # on_probe counts it as a probe that came back
+        self.on_probe(key, outcome)
+
+    def watch_lost(self, key: str, unsupported: bool = False) -> None:
+        """The Watch stream of ``key`` ended (``unsupported``: the server answered
+        UNIMPLEMENTED): the member is probed at ``interval`` again, at once."""
+        with self._lock:
+            m = self._members.get(key)
+            if m is None:
+                return
+            m.watch_live = False
+            if unsupported:
+                m.watch_unsupported = True
+                self._watch_generation += 1
+        self.probe_soon(key)
+
+    def _stalled(self, now: float) -> bool:
+        """Watch mode: members with attempts in flight that answered nothing for an
+        interval get a Check at once (a frozen member stalls its calls); True when some
+        attempts are in flight at all (so the prober wakes again within an interval)."""
+        interval = self.config.health.interval
+        busy = False
+        for key, n in self._inflight.items():
+            if n <= 0 or key not in self._in_use:
+                continue
+            busy = True
+            m = self._members.get(key)
+            if m is None or m.probing or now - self._answered.get(key, now) < interval:
+                continue
+            last = m.health.last_probe
+            if (last is None or now - last >= interval) and m.due > now:
+                self._schedule(key, now)
+        return busy
 
     def probe_skipped(self, key: str) -> None:
         """The probe of ``key`` handed out by :meth:`due_probes` was not sent (its
@@ -625,6 +754,8 @@ class Balancer:
                 m = self._members.get(key)
                 if m is not None:
                     self._refresh(m, now, out, "ejection time is up")
+            if self._watch_mode:
+                self._busy = self._stalled(now)
         self._fire(out)
 
     # -------------------------------------------------------------------- calls
@@ -714,8 +845,18 @@ class Balancer:
         self.stats.picks += 1
         if ep is None:
             self.stats.no_member += 1
-        elif self._track_load:
-            self.load.start(ep)
+        else:
+            if self._track_load:
+                self.load.start(ep)
+            if self._watch_mode:
+                with self._lock:
+                    n = self._inflight.get(ep, 0)
+                    if n <= 0:  # stalls are counted from the first attempt out
+                        self._answered[ep] = self.clock()
+                    self._inflight[ep] = n + 1
+                    woke, self._busy = not self._busy, True
+                if woke:  # calls are out: the prober looks for stalls every interval
+                    self._notify_due()
         if self.observers.pick:
             self.observers.emit_pick(ep, method)
         return ep
@@ -731,6 +872,8 @@ class Balancer:
         ``details`` the error details, if any). Failures are better reported with
         :meth:`attempt_failed`, which also knows how far the attempt got."""
         picker = self._picker
+        if self._watch_mode:
+            self._attempt_ended(endpoint)
         if picker is not None:
             if self._track_load:
                 self.load.finish(endpoint, latency)
@@ -762,6 +905,8 @@ class Balancer:
     def release(self, endpoint: str, latency: float | None = None) -> None:
         """An attempt picked on ``endpoint`` ended without a verdict on the member (the
         application cancelled it, or it was never sent): only the load accounting."""
+        if self._watch_mode:
+            self._attempt_ended(endpoint)
         if self._track_load and self._picker is not None:
             self.load.finish(endpoint, latency if latency is not None else 0.0)
 

@@ -518,24 +518,32 @@ class HedgeRound:
 
     The shell sends the round's first attempt, then waits up to :meth:`wait_time` for an
     answer. When none came, :meth:`hedge` gives the next attempt to send (or None: no more
-    hedges this round). Each answer is reported with :meth:`won` or :meth:`lost`; when
-    every attempt of the round lost, :meth:`close_lost` reports all but the last to the
-    balancer and points the driver at the last, whose failure the shell then hands to
+    hedges this round). Each attempt sent is recorded with :meth:`sent`, each answer with
+    :meth:`won` or :meth:`lost`. The winner is left for the call to report (the shell
+    hands its outcome to the core as for any attempt); the attempts still out when one
+    wins are cancelled by the shell and released here, not counted against their members.
+    When every attempt of the round lost, :meth:`close_lost` reports all but the last to
+    the balancer and points the driver at the last, whose failure the shell then hands to
     :meth:`CallDriver.failed` to decide about a retry.
     """
 
-    __slots__ = ("_drv", "_lost", "can_hedge", "delay", "out")
+    __slots__ = ("_drv", "_lost", "_out", "can_hedge", "delay")
 
     def __init__(self, drv: CallDriver, delay: float) -> None:
         self._drv = drv
         self.delay = delay
         self.can_hedge = True
-        self.out = 0
+        self._out: dict[str, float] = {}  # attempts in flight: endpoint -> started
         self._lost: list[tuple[str, float, AttemptFailure]] = []
 
-    def sent(self) -> None:
-        """An attempt of this round is now in flight."""
-        self.out += 1
+    @property
+    def out(self) -> int:
+        """How many attempts of the round are in flight."""
+        return len(self._out)
+
+    def sent(self, endpoint: str, started: float) -> None:
+        """An attempt of this round is now in flight on ``endpoint``."""
+        self._out[endpoint] = started
 
     def wait_time(self) -> float | None:
         """How long to wait for an answer before hedging (None: until one comes)."""
@@ -549,14 +557,21 @@ class HedgeRound:
         return step
 
     def won(self, endpoint: str, started: float) -> None:
-        """The attempt on ``endpoint`` answered first."""
-        self._drv.settle(endpoint, started, None)
+        """The attempt on ``endpoint`` answered first: the driver now holds it (the call
+        reports its success once); the others still out are released."""
+        self._out.pop(endpoint, None)
+        bal = self._drv._bal
+        now = self._drv._clock()
+        for other, began in self._out.items():
+            bal.release(other, now - began)
+        self._out.clear()
+        self._drv.endpoint, self._drv.started = endpoint, started
 
     def lost(self, endpoint: str, started: float, failure: AttemptFailure) -> bool:
         """The attempt on ``endpoint`` failed; True when none of the round is left out."""
-        self.out -= 1
+        self._out.pop(endpoint, None)
         self._lost.append((endpoint, started, failure))
-        return self.out <= 0
+        return not self._out
 
     def close_lost(self) -> AttemptFailure:
         """Every attempt failed: report all but the last; the driver now holds the last,

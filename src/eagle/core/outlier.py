@@ -61,11 +61,18 @@ class OutlierDetector:
         self._failure_codes = frozenset(cfg.failure_codes)
         self._c: dict[str, _Counters] = {ep: _Counters() for ep in endpoints}
         self._next_sweep = now + cfg.interval
+        # kept incrementally so that the per-wake-up questions cost O(ejected), not
+        # O(members): a channel over thousands of members asks them on every tick
+        self._ejected: set[str] = set()  # members with an ejection (maybe just over)
+        self._marked: set[str] = set()  # members with ``times`` > 0 (they decay)
+        self._counted = False  # a call outcome was counted since the last sweep
 
     def set_endpoints(self, endpoints: Iterable[str]) -> None:
         """Follow a change of membership, keeping counters of members that stay."""
         keep = list(endpoints)
         self._c = {ep: self._c.get(ep) or _Counters() for ep in keep}
+        self._ejected &= self._c.keys()
+        self._marked &= self._c.keys()
 
     def is_failure(self, code: str) -> bool:
         """Whether a status code counts against a member."""
@@ -96,9 +103,7 @@ class OutlierDetector:
         return max(1, math.floor(self.cfg.max_ejection_percent / 100.0 * n))
 
     def _count_ejected(self, now: float) -> int:
-        return sum(
-            1 for c in self._c.values() if c.ejected_until is not None and now < c.ejected_until
-        )
+        return sum(1 for ep in self._ejected if now < (self._c[ep].ejected_until or now))
 
     def _eject(self, ep: str, c: _Counters, now: float, reason: str) -> Ejection | None:
         if not self.cfg.enabled or self._count_ejected(now) >= self._cap():
@@ -109,6 +114,8 @@ class OutlierDetector:
             max(self.cfg.base_ejection_time, self.cfg.max_ejection_time),
         )
         c.ejected_until = now + span
+        self._ejected.add(ep)
+        self._marked.add(ep)
         c.consecutive = 0
         c.down_while_ejected = False
         return Ejection(ep, c.ejected_until, c.times, reason)
@@ -116,9 +123,8 @@ class OutlierDetector:
     def next_event(self) -> float | None:
         """When the detector next has time-driven work: an ejection ends, or the periodic
         rules run (only while some member has calls counted or an ejection)."""
-        ends = [c.ejected_until for c in self._c.values() if c.ejected_until is not None]
-        busy = ends or any(c.successes or c.failures or c.times for c in self._c.values())
-        if busy:
+        ends = [u for u in (self._c[ep].ejected_until for ep in self._ejected) if u is not None]
+        if ends or self._counted or self._marked:
             ends.append(self._next_sweep)
         return min(ends) if ends else None
 
@@ -145,6 +151,7 @@ class OutlierDetector:
         if mode == "never" or (mode == "recovered" and not c.down_while_ejected):
             return False
         c.ejected_until = None
+        self._ejected.discard(endpoint)
         c.consecutive = c.successes = c.failures = 0
         c.down_while_ejected = False
         return True
@@ -154,6 +161,7 @@ class OutlierDetector:
         c = self._c.get(endpoint)
         if c is None:
             return None
+        self._counted = True
         if code in self._failure_codes:
             c.failures += 1
             c.consecutive += 1
@@ -172,10 +180,13 @@ class OutlierDetector:
         Returns (new ejections, members whose ejection just ended).
         """
         ended: list[str] = []
-        for ep, c in self._c.items():
-            if c.ejected_until is not None and now >= c.ejected_until:
+        for ep in list(self._ejected):
+            c = self._c[ep]
+            if c.ejected_until is None or now >= c.ejected_until:
+                if c.ejected_until is not None:
+                    ended.append(ep)
                 c.ejected_until = None
-                ended.append(ep)
+                self._ejected.discard(ep)
         if now < self._next_sweep:
             return [], ended
         self._next_sweep = now + self.cfg.interval
@@ -193,9 +204,15 @@ class OutlierDetector:
                     if ej is not None:
                         new.append(ej)
         just_ended = set(ended)
-        for ep, c in self._c.items():
-            c.successes = c.failures = 0
+        if self._counted:
+            self._counted = False
+            for c in self._c.values():
+                c.successes = c.failures = 0
+        for ep in list(self._marked):
+            c = self._c[ep]
             # A50: a member that spent the interval un-ejected is forgiven one ejection
             if c.ejected_until is None and c.times > 0 and ep not in just_ended:
                 c.times -= 1
+            if c.times <= 0:
+                self._marked.discard(ep)
         return new, ended

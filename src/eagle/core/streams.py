@@ -4,9 +4,10 @@ to end when that member leaves SERVING. The shells do the cancelling."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Protocol
 
-from .status import State, StatusSnapshot, Transition
+from .status import EndpointStatus, State, Transition
 
 __all__ = [
     "LEAVING_STATES",
@@ -23,18 +24,21 @@ LEAVING_STATES = frozenset({State.PARTITIONED, State.UNREACHABLE, State.NOT_SERV
 RESCUE_STATES = frozenset({State.PARTITIONED, State.UNREACHABLE, State.EJECTED})
 
 
-def members_to_leave(t: Transition, snapshot: StatusSnapshot) -> list[tuple[str, str]]:
+def members_to_leave(
+    t: Transition, carrying: Mapping[str, EndpointStatus], others_serve: bool
+) -> list[tuple[str, str]]:
     """The members whose streams (and rescuable attempts) the watchdog ends after
     transition ``t``, each with the reason to give.
+
+    ``carrying`` holds the status of the members that carry streams or rescuable
+    attempts (the others have nothing to end); ``others_serve`` says whether a member
+    other than ``t.endpoint`` is SERVING.
 
     Moving a stream only helps when another member serves: when ``t`` takes a member out
     of SERVING while another member is SERVING, its streams end so they can resume there.
     When no member serves (a cluster-wide election, say), streams stay where they are, as
     they would on a plain channel; they move as soon as a member serves again.
     """
-    others_serve = any(
-        st.state is State.SERVING for key, st in snapshot.items() if key != t.endpoint
-    )
     if t.new in LEAVING_STATES:
         if not others_serve:
             return []
@@ -46,7 +50,7 @@ def members_to_leave(t: Transition, snapshot: StatusSnapshot) -> list[tuple[str,
                 f"eagle: member {key} is {st.state} ({st.last_error or st.verdict or '-'}) "
                 f"and {t.endpoint} serves again",
             )
-            for key, st in snapshot.items()
+            for key, st in carrying.items()
             if key != t.endpoint and st.state in LEAVING_STATES
         ]
     return []
@@ -106,6 +110,13 @@ class StreamRegistry:
             if endpoint is not None:
                 return len(self._by_member.get(endpoint, ()))
             return sum(len(s) for s in self._by_member.values())
+
+    def carriers(self) -> set[str]:
+        """The members that carry open streams or rescuable attempts."""
+        with self._lock:
+            return {k for k, v in self._by_member.items() if v} | {
+                k for k, v in self._attempts.items() if v
+            }
 
     def take(self, endpoint: str) -> list[AbortableStream]:
         """Take every stream of ``endpoint`` out of the registry (they are about to end)."""

@@ -59,7 +59,9 @@ active subset is the first ``target`` *usable* members of the ranking, so while 
 members are usable the client always has ``target`` of them; a member that becomes usable
 again takes its place back and its replacement leaves. Every member ranked before the last
 active one stays in :attr:`Subset.probe`, so members that were passed over are still
-probed and can come back.
+probed and can come back. The search goes at most :data:`SEARCH_FACTOR` x ``target``
+members deep: in a fleet-wide outage a client probes (and connects to) that many members,
+not every member of the fleet, which would turn one outage into C x M connections.
 
 Typical use by a channel (one :class:`SubsetPlan` per channel)::
 
@@ -330,7 +332,8 @@ class Subset:
             replacement inherits the weight of the member it replaces; otherwise 1.0).
         probe: the members to probe: every member ranked up to the last active one, so
             members that are unusable and were replaced or passed over are still probed
-            and can come back. Everything when too few members are usable.
+            and can come back. At most ``SEARCH_FACTOR x target`` members (all of them
+            when there are fewer), however few are usable.
         natural: the algorithm's subset as if every member were usable (for a picker's
             panic mode, or to show what the subset would be).
         target: how many members the subset aims to hold.
@@ -427,8 +430,15 @@ class Subset:
         return "\n".join(f"{ep}: {self.placement(ep).reason}" for ep in self.probe)
 
 
+#: how deep the search for usable members goes, in multiples of the subset's target
+#: (a subset of 20 looks at most 60 members deep: it keeps 20 usable members while up to
+#: two thirds of the fleet is unusable)
+SEARCH_FACTOR = 3
+
+
 def _choose(mode: str | None, ranking: Ranking, unusable: Mapping[str, str]) -> Subset:
-    """The first ``target`` usable members of ``ranking`` (see the module docstring)."""
+    """The first ``target`` usable members among the first ``SEARCH_FACTOR x target``
+    of ``ranking`` (see the module docstring)."""
     order, target = ranking.order, ranking.target
     nat_w = ranking.weights
     if not unusable or not any(ep in unusable for ep in order[:target]):
@@ -448,7 +458,7 @@ def _choose(mode: str | None, ranking: Ranking, unusable: Mapping[str, str]) -> 
             members_l.append(ep)
             weights[ep] = nat_w[i]
     i = target
-    n = len(order)
+    n = min(len(order), SEARCH_FACTOR * target)
     while pending and i < n:
         ep = order[i]
         i += 1

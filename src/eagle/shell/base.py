@@ -155,14 +155,20 @@ class ChannelBase:
     def _on_transition(self, t: Transition) -> None:
         """The watchdog: end streams and abandon rescuable attempts on members they should
         leave (see :func:`eagle.core.streams.members_to_leave`)."""
-        snapshot = self._balancer.snapshot()
         registry = self._streams
-        for endpoint, reason in members_to_leave(t, snapshot):
-            for s in registry.take(endpoint):
-                self._balancer.mark_stream_move(endpoint, reason)
-                s.abort(reason)
-            for attempt in registry.take_attempts(endpoint, snapshot[endpoint].state):
-                attempt.abort(reason)
+        carriers = registry.carriers()
+        if carriers:  # nothing to end otherwise (and no O(members) work per transition)
+            bal = self._balancer
+            carrying = {k: st for k in carriers if (st := bal.status_of(k)) is not None}
+            others_serve = bal.serving_besides(t.endpoint)
+            for endpoint, reason in members_to_leave(t, carrying, others_serve):
+                for s in registry.take(endpoint):
+                    bal.mark_stream_move(endpoint, reason)
+                    s.abort(reason)
+                state = bal.state_of(endpoint)
+                if state is not None:
+                    for attempt in registry.take_attempts(endpoint, state):
+                        attempt.abort(reason)
         self._changed()
 
     def _changed(self) -> None:
@@ -182,7 +188,7 @@ class ChannelBase:
 
     def _connectivity(self) -> grpc.ChannelConnectivity:
         """READY while any member serves; CONNECTING before the first probes answer."""
-        states = [s.state for s in self._balancer.snapshot().values()]
+        states = self._balancer.states()
         if State.SERVING in states:
             return grpc.ChannelConnectivity.READY
         if all(s is State.UNKNOWN for s in states):

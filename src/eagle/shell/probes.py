@@ -14,10 +14,13 @@ from .subchannels import MethodKey
 
 __all__ = [
     "HEALTH_CHECK",
+    "HEALTH_WATCH",
+    "WATCH_BACKOFF",
     "health_request",
     "outcome_of_answer",
     "outcome_of_error",
     "serving_status",
+    "watch_backoff",
 ]
 
 #: the multicallable key of ``grpc.health.v1.Health/Check``
@@ -28,6 +31,26 @@ HEALTH_CHECK: MethodKey = (
     health_pb2.HealthCheckResponse.FromString,
     True,
 )
+
+
+#: the multicallable key of ``grpc.health.v1.Health/Watch`` (health.mode watch)
+HEALTH_WATCH: MethodKey = (
+    "unary_stream",
+    "/grpc.health.v1.Health/Watch",
+    health_pb2.HealthCheckRequest.SerializeToString,
+    health_pb2.HealthCheckResponse.FromString,
+    True,
+)
+
+#: a broken Watch stream is re-opened after 1 s x 1.6 per failure in a row, at most 30 s
+#: (gRPC's connection backoff; grpc-go's health client resets it on every message)
+WATCH_BACKOFF = (1.0, 1.6, 30.0)
+
+
+def watch_backoff(failures: int) -> float:
+    """Seconds before re-opening a Watch stream that broke ``failures`` times in a row."""
+    first, factor, cap = WATCH_BACKOFF
+    return min(cap, first * factor ** max(0, failures - 1))
 
 
 def health_request(service: str) -> Any:
