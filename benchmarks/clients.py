@@ -57,10 +57,9 @@ EAGLE_CONFIGS: dict[str, dict[str, Any]] = {
         "health": {"mode": "watch", "no_traffic_interval": None, "watch_check_interval": 30.0},
         "keepalive": {"time": 1.0, "timeout": 1.0},
     },
-    # the fault matrix with subsetting on: A68 random subsetting of 2 of the 3 members,
-    # seeded (at run time, ClientSpec.extra["subset_seed"]) so that the victim is in the
-    # subset: its fault must be handled as without subsetting, and a replacement joins
-    "subset2": {"subset": {"mode": "random", "size": 2}},
+    # the fault matrix with subsetting on, as a user would turn it on (A68 random
+    # subsetting, the default size of 20: the 3 members are all in it)
+    "subset": {"subset": {"mode": "random"}},
     # subsetting at 10,000 endpoints: A68 random subsetting, 20 members, health.mode watch
     "scale-subset": {
         "subset": {"mode": "random", "size": 20},
@@ -273,29 +272,6 @@ def matches(label: str, wanted: list[str] | None) -> bool:
     return any(label == w or label.startswith(w) for w in wanted)
 
 
-def eagle_config(spec: ClientSpec) -> dict[str, Any]:
-    """The eagle config a spec names, with its run-time additions (a subset seed)."""
-    assert spec.config is not None
-    cfg = json.loads(json.dumps(EAGLE_CONFIGS[spec.config]))
-    seed = spec.extra.get("subset_seed")
-    if seed is not None:
-        cfg.setdefault("subset", {})["seed"] = seed
-    return cfg
-
-
-def subset_seed_with(endpoints: list[str], member: str, size: int) -> int:
-    """The first A68 seed whose random subset of ``size`` of ``endpoints`` holds
-    ``member`` (so a fault on it is a fault inside the subset)."""
-    from eagle.config import SubsetConfig
-    from eagle.core.subset import SubsetPlan
-
-    for seed in range(10_000):
-        plan = SubsetPlan(SubsetConfig(mode="random", size=size, seed=seed))
-        if member in plan.select(endpoints).members:
-            return seed
-    raise RuntimeError(f"no seed puts {member} in a subset of {size}")
-
-
 def build_sync_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
     """Build the sync channel a spec describes."""
     import grpc
@@ -303,8 +279,9 @@ def build_sync_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
     if spec.is_eagle:
         import eagle as eagle_mod
 
+        assert spec.config is not None
         channel = eagle_mod.insecure_channel(
-            endpoints, config=eagle_config(spec), options=LOCAL_OPTIONS
+            endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
         )
         if spec.extra.get("otel"):
             instrument_otel(spec.extra["otel"], channel)
@@ -321,8 +298,9 @@ def build_aio_channel(spec: ClientSpec, endpoints: list[str]) -> Any:
     if spec.is_eagle:
         import eagle as eagle_mod
 
+        assert spec.config is not None
         channel = eagle_mod.aio.insecure_channel(
-            endpoints, config=eagle_config(spec), options=LOCAL_OPTIONS
+            endpoints, config=EAGLE_CONFIGS[spec.config], options=LOCAL_OPTIONS
         )
         if spec.extra.get("otel"):
             instrument_otel(spec.extra["otel"], channel)

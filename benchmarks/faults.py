@@ -9,22 +9,13 @@ call with a ``--deadline`` deadline; a thread stuck in a call does not burst to 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
 from eagle.testing.cluster import LocalCluster
 
 from . import analysis
-from .clients import (
-    BASELINE,
-    NATIVE,
-    ClientSpec,
-    eagle,
-    grpc_client,
-    streamed,
-    subset_seed_with,
-)
+from .clients import BASELINE, NATIVE, ClientSpec, eagle, grpc_client, streamed
 from .common import Ctx, rel
 from .procs import close_all, collect, load_spec, start_workers
 
@@ -74,20 +65,9 @@ def clients_for(scenario: str) -> list[ClientSpec]:
         eagles = [eagle("sync"), eagle("sync", "p2c"), eagle("aio", "p2c")]
     else:
         eagles = [eagle("sync"), eagle("aio")]
-    # every scenario again with subsetting on (the victim in the subset, see run time)
-    eagles += [eagle("sync", "subset2"), eagle("aio", "subset2")]
+    # every scenario again with subsetting on
+    eagles += [eagle("sync", "subset"), eagle("aio", "subset")]
     return eagles + NATIVE
-
-
-def _seed_subsets(clients: list[ClientSpec], endpoints: list[str]) -> list[ClientSpec]:
-    """Give the subsetting clients a seed that puts the victim in their subset."""
-    out = []
-    for c in clients:
-        if c.is_eagle and c.config == "subset2":
-            seed = subset_seed_with(endpoints, endpoints[VICTIM], 2)
-            c = dataclasses.replace(c, extra={**c.extra, "subset_seed": seed})
-        out.append(c)
-    return out
 
 
 def _apply(cluster: LocalCluster, scenario: str) -> None:
@@ -115,7 +95,6 @@ def run_fault_scenario(ctx: Ctx, scenario: str) -> dict[str, Any]:
     with LocalCluster(3) as cluster:
         timing["cluster_start"] = time.monotonic() - t_mark
         endpoints = cluster.endpoints
-        clients = _seed_subsets(clients, endpoints)
         specs = [
             (
                 c.label,

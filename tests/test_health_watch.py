@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 import pytest
 from _support import wait_until
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 import eagle
 import eagle.aio
@@ -234,3 +235,49 @@ def test_quiet_reading_ends_at_once_when_cancelled(cluster: LocalCluster) -> Non
         t.join(5)
         assert not t.is_alive() and time.monotonic() - start < 1.0  # not WAIT (5 s) later
         assert ended and ended[0] is call and call.code() is grpc.StatusCode.CANCELLED
+
+
+@pytest.fixture
+def strict_ping_server() -> Iterator[tuple[str, list[int]]]:
+    """A server that enforces a 1 s ping floor with grpc's default strike limit (2), as
+    etcd enforces 5 s: a client that pings faster gets GOAWAY ``too_many_pings``. Yields
+    its address and a list whose length counts the Watch streams opened."""
+    opened: list[int] = []
+
+    class Counting(health.HealthServicer):
+        def Watch(self, request: Any, context: Any, send_response_callback: Any = None) -> Any:
+            opened.append(1)
+            return super().Watch(request, context, send_response_callback)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(8),
+        options=[
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 1000),
+            ("grpc.http2.max_ping_strikes", 2),
+        ],
+    )
+    servicer = Counting()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}", opened
+    finally:
+        servicer.enter_graceful_shutdown()
+        server.stop(None)
+
+
+def test_watch_streams_with_keepalive_at_the_servers_floor_draw_no_goaway(
+    strict_ping_server: tuple[str, list[int]],
+) -> None:
+    """keepalive.time equal to the server's floor keeps a quiet Watch stream up: no
+    ``too_many_pings`` GOAWAY (which would end the stream and make the prober re-open it)."""
+    address, opened = strict_ping_server
+    cfg = {**WATCH, "keepalive": {"time": 1.0, "timeout": 1.0}}
+    with eagle.insecure_channel(address, config=cfg) as ch:
+        wait_until(lambda: len(opened) >= 1, 10, "the Watch stream")
+        member = ch.balancer._members[address]
+        wait_until(lambda: member.watch_live, 5, "the first Watch message")
+        time.sleep(6.0)  # 5 pings at the floor; a third strike would have ended the stream
+        assert len(opened) == 1 and member.watch_live
+        assert ch.status()[address].serving

@@ -142,3 +142,38 @@ def test_aio_only_subset_members_get_calls() -> None:
 
     with LocalCluster(6) as cluster:
         asyncio.run(main(cluster))
+
+
+def test_replaced_members_take_no_calls_even_when_most_probed_members_are_out() -> None:
+    """Three of six members drained, the first three of a subset of 2's order: the subset
+    is the next two, and the drained ones stay probed (to come back). They must not count
+    as candidates: with them, 2 SERVING of 5 probed is below the panic threshold, and a
+    picker in panic spreads calls over NOT_SERVING members too."""
+    with LocalCluster(6) as cluster:
+        eps = cluster.endpoints
+        cfg = {
+            "subset": {"mode": "random", "size": 2, "seed": 11},
+            "health": {"interval": 0.2, "timeout": 0.4, "no_traffic_interval": None},
+        }
+        with eagle.insecure_channel(eps, config=cfg) as ch:
+            plan = ch.balancer._plan
+            assert plan is not None
+            order = plan.ranking(eps).order
+            drained = list(order[:3])
+            stub = echo_pb2_grpc.EchoStub(ch)
+            wait_until(lambda: all(ch.status()[m].serving for m in ch.balancer.in_use), 10, "up")
+            for ep in drained:
+                cluster.drain(eps.index(ep))
+            wait_until(
+                lambda: all(ch.status()[ep].state is eagle.State.NOT_SERVING for ep in drained),
+                10,
+                "the drained members out",
+            )
+            wait_until(lambda: all(ch.status()[ep].serving for ep in order[3:5]), 10, "replaced")
+            assert set(_subset_members(ch)) == set(order[3:5])
+            assert set(drained) <= ch.balancer.in_use  # still probed, to come back
+            served = []
+            for _ in range(30):
+                _, call = stub.Unary.with_call(echo_pb2.EchoRequest(), timeout=2)
+                served.append(eagle.call_info(call).endpoint)
+            assert set(served) == set(order[3:5])

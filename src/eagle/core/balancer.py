@@ -768,9 +768,15 @@ class Balancer:
             members = self._members
             if self._plan is None:
                 snap = StatusSnapshot({k: self._status(m) for k, m in members.items()}, version)
-            else:  # only the members in use, in the subset's order
+            else:
+                # only the subset's active members, in its order: the members it replaced
+                # stay probed but take no calls (were they candidates, a replacement not
+                # yet probed could tip the picker into panic and onto them). When none is
+                # active, every member probed, so that panic mode still has candidates.
+                sub = self._subset
+                keys = sub.members if sub is not None and sub.members else tuple(self._in_use)
                 snap = StatusSnapshot(
-                    {k: self._status(members[k]) for k in self._in_use if k in members}, version
+                    {k: self._status(members[k]) for k in keys if k in members}, version
                 )
             cands, panic = candidates_for(snap, self.config.panic_threshold)
             ctx = PickContext(
