@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import traceback
 from collections import defaultdict
 from collections.abc import Iterator
 
@@ -25,6 +26,11 @@ from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
 RUN = 5.0
 DEADLINE = 1.0
 SLACK = 0.5  # scheduling slack on a loaded 2-core machine
+
+
+def _tracebacks(errors: list[BaseException]) -> str:
+    """The first few unexpected exceptions with where they were raised."""
+    return "\n".join("".join(traceback.format_exception(e)) for e in errors[:3])
 
 
 @pytest.fixture
@@ -117,7 +123,7 @@ def test_sync_32_threads_under_chaos(four: LocalCluster) -> None:
             chaos.observed.append((ep, st.state))
             history = chaos.transitions[ep]
             assert st.state is (history[-1] if history else State.UNKNOWN)
-    assert not errors, errors[:3]
+    assert not errors, _tracebacks(errors)
     assert not late, f"{len(late)} calls overran their deadline, worst {max(late):.2f}s"
     assert calls[0] > 100
     chaos.check()
@@ -178,7 +184,7 @@ def test_aio_500_tasks_under_chaos(four: LocalCluster) -> None:
         return n
 
     n = asyncio.run(main())
-    assert not errors, errors[:3]
+    assert not errors, _tracebacks(errors)
     assert not late, f"{len(late)} calls overran their deadline, worst {max(late):.2f}s"
     assert n > 100
     chaos.check()

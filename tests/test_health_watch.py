@@ -267,17 +267,30 @@ def strict_ping_server() -> Iterator[tuple[str, list[int]]]:
         server.stop(None)
 
 
-def test_watch_streams_with_keepalive_at_the_servers_floor_draw_no_goaway(
+def test_watch_streams_with_keepalive_above_the_servers_floor_draw_no_goaway(
     strict_ping_server: tuple[str, list[int]],
 ) -> None:
-    """keepalive.time equal to the server's floor keeps a quiet Watch stream up: no
+    """keepalive.time above the server's floor (by a margin for receive-time jitter, as the
+    330 s default sits above the usual 300 s) keeps a quiet Watch stream up: no
     ``too_many_pings`` GOAWAY (which would end the stream and make the prober re-open it)."""
     address, opened = strict_ping_server
-    cfg = {**WATCH, "keepalive": {"time": 1.0, "timeout": 1.0}}
+    cfg = {**WATCH, "keepalive": {"time": 1.5, "timeout": 1.0}}
     with eagle.insecure_channel(address, config=cfg) as ch:
         wait_until(lambda: len(opened) >= 1, 10, "the Watch stream")
         member = ch.balancer._members[address]
         wait_until(lambda: member.watch_live, 5, "the first Watch message")
-        time.sleep(6.0)  # 5 pings at the floor; a third strike would have ended the stream
+        time.sleep(8.0)  # 5 pings; a third strike would have ended the stream
         assert len(opened) == 1 and member.watch_live
         assert ch.status()[address].serving
+
+
+def test_watch_streams_pinging_below_the_servers_floor_are_ended(
+    strict_ping_server: tuple[str, list[int]],
+) -> None:
+    """The control for the test above: the fixture's floor is enforced, so a client pinging
+    four times as often is sent GOAWAY and its Watch stream is opened again."""
+    address, opened = strict_ping_server
+    cfg = {**WATCH, "keepalive": {"time": 0.25, "timeout": 1.0}}
+    with eagle.insecure_channel(address, config=cfg) as ch:
+        wait_until(lambda: len(opened) >= 2, 15, "a second Watch stream after GOAWAY")
+        wait_until(lambda: ch.status()[address].serving, 10, "the member serving again")

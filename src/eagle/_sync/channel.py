@@ -115,8 +115,10 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
         for sub in gone:
             for stream in self._streams.take(sub.key):
                 stream.abort(f"eagle: member {sub.key} left the members in use")
-            # calls already placed on it may finish; close it after a grace period
-            self._timers.call_later(RETIRE_GRACE, functools.partial(self._close_retired, sub))
+            self._close_later(sub)  # calls already placed on it may finish
+
+    def _close_later(self, sub: SubChannel[grpc.Channel]) -> None:
+        self._timers.call_later(RETIRE_GRACE, functools.partial(self._close_retired, sub))
 
     def _close_retired(self, sub: SubChannel[grpc.Channel]) -> None:
         with self._lock:

@@ -131,9 +131,11 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         for sub in self._pool.retire(drop) if drop else []:
             for stream in self._streams.take(sub.key):
                 stream.abort(f"eagle: member {sub.key} left the members in use")
-            # calls already placed on it may finish; close it after a grace period
-            asyncio.get_running_loop().call_later(RETIRE_GRACE, self._close_retired, sub)
+            self._close_later(sub)  # calls already placed on it may finish
         self._watcher.start()
+
+    def _close_later(self, sub: SubChannel[Any]) -> None:
+        asyncio.get_running_loop().call_later(RETIRE_GRACE, self._close_retired, sub)
 
     def _close_retired(self, sub: SubChannel[Any]) -> None:
         if self._pool.forget(sub) and not self._closed:

@@ -120,7 +120,26 @@ class ChannelBase:
         return subchannel_options(self.config, authority) + self._options
 
     def _sub(self, key: str) -> SubChannel[Any]:
-        return self._pool.get(key)
+        """The sub-channel of a picked member."""
+        sub = self._pool.find(key)
+        if sub is None:
+            # picked the moment the balancer took the member in, before the pool caught
+            # up (another thread is between ``update_endpoints`` and ``_sync_pool``)
+            self._sync_pool()
+            sub = self._pool.find(key)
+        if sub is None:
+            # taken in and removed again before its sub-channel opened: the attempt gets
+            # one of its own, closed after the grace period like any retiring one
+            sub = self._pool.add_retiring(parse_endpoints(key)[0])
+            self._close_later(sub)
+        return sub
+
+    def _sync_pool(self) -> None:
+        raise NotImplementedError
+
+    def _close_later(self, sub: SubChannel[Any]) -> None:
+        """Close a retiring sub-channel after :data:`RETIRE_GRACE` (unless it came back)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ status
     def status(self) -> StatusSnapshot:

@@ -100,28 +100,44 @@ class SubChannelPool(Generic[C]):
         self.retiring: dict[str, SubChannel[C]] = {}
         self.generation = 0
 
-    def get(self, key: str) -> SubChannel[C]:
-        """The sub-channel of ``key`` (active or retiring); KeyError when neither."""
+    # Calls read the pool without a lock (``find``), while one thread at a time changes
+    # it: a sub-channel moving between ``active`` and ``retiring`` is put in its new place
+    # before it leaves the old one, so a reader always finds it in one of them.
+
+    def find(self, key: str) -> SubChannel[C] | None:
+        """The sub-channel of ``key`` (active or retiring), or None when it has neither."""
         sub = self.active.get(key)
         if sub is None:
-            sub = self.retiring[key]
+            sub = self.retiring.get(key)
         return sub
 
     def add(self, endpoints: Sequence[Endpoint]) -> None:
         """Make sure every endpoint has an active sub-channel (a retiring one comes back)."""
         for ep in endpoints:
             if ep.raw not in self.active:
-                old = self.retiring.pop(ep.raw, None)
+                old = self.retiring.get(ep.raw)
                 self.active[ep.raw] = old if old is not None else self._make(ep)
+                if old is not None:
+                    del self.retiring[ep.raw]
         self.generation += 1
 
     def retire(self, keys: Sequence[str]) -> list[SubChannel[C]]:
         """Move removed members' sub-channels to retiring; returns them."""
-        gone = [self.active.pop(k) for k in keys if k in self.active]
-        for sub in gone:
-            self.retiring[sub.key] = sub
+        gone: list[SubChannel[C]] = []
+        for k in keys:
+            sub = self.active.get(k)
+            if sub is not None:
+                self.retiring[k] = sub
+                del self.active[k]
+                gone.append(sub)
         self.generation += 1
         return gone
+
+    def add_retiring(self, ep: Endpoint) -> SubChannel[C]:
+        """A sub-channel for a member that already left, for the calls placed on it."""
+        sub = self._make(ep)
+        self.retiring[ep.raw] = sub
+        return sub
 
     def forget(self, sub: SubChannel[C]) -> bool:
         """Drop a retiring sub-channel (it is about to be closed); False if it came back."""
