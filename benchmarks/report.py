@@ -497,6 +497,15 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             )
     # scale, issue 12: watch mode at 1024, detection, subsetting at 10,000 ---------------
     bare1024 = s1024.get("grpc-bare-channels")
+    floor1024 = s1024.get("grpc-bare-watch")
+    base = "; ".join(
+        f"{what}: {100 * b['cpu_per_s']:.1f} %"
+        for what, b in (
+            ("1024 bare grpcio channels", bare1024),
+            ("the same, sync, each with a Watch stream open + keepalive 1 s", floor1024),
+        )
+        if b
+    )
     for label in ("eagle-sync[scale-watch-ka]", "eagle-aio[scale-watch-ka]"):
         c = s1024.get(label)
         add(
@@ -504,7 +513,7 @@ def evaluate_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             f"{label}: 1024 endpoints, no subsetting, health.mode watch + keepalive 1 s: "
             "< 10 % of one core",
             f"{c['core_pct']:.1f} % of a core" if c else "—",
-            f"1024 bare grpcio channels: {100 * bare1024['cpu_per_s']:.1f} %" if bare1024 else "—",
+            base or "—",
             None if c is None else c["core_pct"] < 10.0,
             "issue 12",
         )
@@ -1101,7 +1110,9 @@ def section_scale(s: dict[str, Any] | None) -> str:
         f"a quiet {s['window']:g} s window without calls. KiB per endpoint = RSS growth from "
         "before the channel was created to after every endpoint was probed, divided by N. "
         "`grpc-bare-channels` = N plain grpcio channels, each connected by one health "
-        "`Check`: grpcio's own cost per channel. `all probed` for it = time to connect all.",
+        "`Check`: grpcio's own cost per channel. `all probed` for it = time to connect all. "
+        "`grpc-bare-watch` = the same with a Health/Watch stream open on each and keepalive "
+        "every second: grpcio's own cost for a sync client holding a stream per member.",
         "",
         _table(
             [

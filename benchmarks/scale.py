@@ -11,7 +11,10 @@ served by one server process listening on that many ports:
   % of one core, RSS growth per endpoint (sub-channel and connection included), the
   states the probes settled on, and how many prober ticks APScheduler skipped;
 * bare grpcio: N ``grpc.insecure_channel`` objects, each connected with one health
-  ``Check``: what grpcio itself costs per channel, for comparison.
+  ``Check``: what grpcio itself costs per channel, for comparison; and the same with one
+  ``Health/Watch`` stream open on each and keepalive every second (``grpc-bare-watch``):
+  grpcio's own cost for a sync client holding a stream to every member, the floor under
+  eagle's sync watch mode.
 
 Detection at 1024 endpoints (1021 on the many-ports server plus 3 member processes of
 their own): with each watch setup, one member is crashed (SIGKILL), one drained
@@ -140,10 +143,17 @@ def run_scale(ctx: Ctx) -> dict[str, Any]:
     quick = ctx.opts.quick
     window = 2.0 if quick else 5.0
     bare = ClientSpec(label="grpc-bare-channels", family="grpc", mode="sync", setup="plain")
+    bare_watch = ClientSpec(
+        label="grpc-bare-watch",
+        family="grpc",
+        mode="sync",
+        setup="plain",
+        extra={"variant": "watch"},
+    )
     watchers = [eagle(m, n) for n in ("scale-watch", "scale-watch-ka") for m in ("sync", "aio")]
     mesh = ctx.select(
-        [eagle("sync", "scale"), eagle("aio", "scale"), *watchers, bare],
-        ("grpc-bare-channels",),
+        [eagle("sync", "scale"), eagle("aio", "scale"), *watchers, bare, bare_watch],
+        ("grpc-bare-channels", "grpc-bare-watch"),
     )
     out: dict[str, Any] = {"window": window, "sizes": {}}
     sizes = SIZES[-1:] if quick else SIZES  # quick: the largest N only

@@ -766,10 +766,21 @@ def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
         rss2 = rss_kib()
         ch.close()
     else:
-        # bare grpcio: one channel per endpoint, each connected by one health Check
-        chans = [
-            grpc.insecure_channel(e, options=[("grpc.enable_http_proxy", 0)]) for e in endpoints
-        ]
+        # bare grpcio: one channel per endpoint, each connected by one health Check; with
+        # variant "watch", each then also holds one Health/Watch stream open, with the
+        # keepalive of scale-watch-ka: what grpcio alone costs a sync client that keeps a
+        # stream open to every member (each such channel runs a thread that wakes every
+        # 200 ms), eagle's floor in sync watch mode
+        watch = client.extra.get("variant") == "watch"
+        opts: list[tuple[str, int]] = [("grpc.enable_http_proxy", 0)]
+        if watch:
+            opts += [
+                ("grpc.keepalive_time_ms", 1000),
+                ("grpc.keepalive_timeout_ms", 1000),
+                ("grpc.http2.ping_timeout_ms", 1000),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        chans = [grpc.insecure_channel(e, options=opts) for e in endpoints]
         keep.extend(chans)
         req = health_pb2.HealthCheckRequest(service="")
         futs = [health_pb2_grpc.HealthStub(c).Check.future(req, timeout=30) for c in chans]
@@ -779,6 +790,10 @@ def _scale_sync(spec: dict[str, Any], client: ClientSpec) -> dict[str, Any]:
                 f.result()
                 ok += 1
         out["connected"] = ok
+        if watch:
+            streams = [health_pb2_grpc.HealthStub(c).Watch(req) for c in chans]
+            keep.extend(streams)
+            out["streams_open"] = sum(1 for s in streams if next(s, None) is not None)
         out["all_probed_s"] = monotonic() - t_start
         out["startup_cpu_s"] = cpu_seconds() - cpu_a
         time.sleep(float(spec.get("settle", 1.0)))
