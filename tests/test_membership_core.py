@@ -498,7 +498,7 @@ def test_server_options_and_publisher() -> None:
     opts = dict(server_options())
     assert opts["grpc.keepalive_permit_without_calls"] == 1
     assert opts["grpc.http2.max_ping_strikes"] == 0
-    assert opts["grpc.http2.min_recv_ping_interval_without_data_ms"] == 100
+    assert opts["grpc.http2.min_ping_interval_without_data_ms"] == 100
     pub = MembershipPublisher("a", "c", leader_id="a", term=1, members={"a": ["h:1"]})
     seen: list[MemberView | None] = []
     pub.subscribe(seen.append)

@@ -73,7 +73,9 @@ def server_options(
         raise ValueError(f"min_ping_interval: must be >= 0, got {min_ping_interval!r}")
     return [
         ("grpc.keepalive_permit_without_calls", 1 if permit_without_calls else 0),
-        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(min_ping_interval * 1000)),
+        # the string of C-core's GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS
+        # (grpc/impl/channel_arg_names.h); note: no "recv" in it
+        ("grpc.http2.min_ping_interval_without_data_ms", int(min_ping_interval * 1000)),
         ("grpc.http2.max_ping_strikes", 0),
     ]
 

@@ -57,7 +57,7 @@ ECHO_SERVICE: Final = "eagle.testing.v1.Echo"
 #: ``so_reuseport`` is off so two servers can never silently share one port.
 SERVER_OPTIONS: Final[tuple[tuple[str, int], ...]] = (
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 100),
+    ("grpc.http2.min_ping_interval_without_data_ms", 100),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.so_reuseport", 0),
 )
