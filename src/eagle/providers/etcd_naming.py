@@ -189,6 +189,27 @@ class EtcdNamingProvider(DiscoveryProvider):
             **extra,
         )
 
+    # ------------------------------------------------ what both loops do on errors
+    def _cancelled(self, session: Any, table: NamingTable, exc: Exception) -> bool:
+        """etcd cancelled the watch (compaction, ...): note it; returns ``listed`` (False:
+        list again)."""
+        log.info("etcd naming %s: %s; listing again", self.naming_target, exc)
+        self._note(session, table, last_watch_error=str(exc))
+        return False
+
+    def _failed(
+        self, session: Any, table: NamingTable, exc: Exception, listed: bool
+    ) -> Resolution | None:
+        """A list or watch call failed: note it; returns the failed resolution to offer
+        when nothing was ever listed."""
+        what = "watch" if listed else "list"
+        text = _error_text(exc)
+        log.info("etcd naming %s: %s failed: %s", self.naming_target, what, text)
+        self._note(session, table, last_watch_error=f"{what}: {text}")
+        if not listed and table.revision == 0:
+            return Resolution.failed(f"etcd {what} failed: {text}")
+        return None
+
     # ---------------------------------------------------------------------- sync
     def watch(self, session: DiscoverySession) -> None:
         """List, then watch, until the session stops (runs in the runner's thread)."""
@@ -212,18 +233,13 @@ class EtcdNamingProvider(DiscoveryProvider):
                     self._watch_once(ch, table, session)
                     delay = RETRY_INITIAL
                 except _Cancelled as exc:
-                    log.info("etcd naming %s: %s; listing again", self.naming_target, exc)
-                    listed = False
-                    self._note(session, table, last_watch_error=str(exc))
+                    listed = self._cancelled(session, table, exc)
                 except Exception as exc:  # a failed call, a closed channel, ...
                     if session.stopped:
                         break
-                    what = "watch" if listed else "list"
-                    text = _error_text(exc)
-                    log.info("etcd naming %s: %s failed: %s", self.naming_target, what, text)
-                    self._note(session, table, last_watch_error=f"{what}: {text}")
-                    if not listed and table.revision == 0:
-                        session.offer(Resolution.failed(f"etcd {what} failed: {text}"))
+                    failed = self._failed(session, table, exc, listed)
+                    if failed is not None:
+                        session.offer(failed)
                     if session.wait(delay):
                         break
                     delay = min(delay * 2, RETRY_MAX)
@@ -338,18 +354,13 @@ class EtcdNamingProvider(DiscoveryProvider):
                     await self._watch_once_async(ch, table, session)
                     delay = RETRY_INITIAL
                 except _Cancelled as exc:
-                    log.info("etcd naming %s: %s; listing again", self.naming_target, exc)
-                    listed = False
-                    self._note(session, table, last_watch_error=str(exc))
+                    listed = self._cancelled(session, table, exc)
                 except Exception as exc:  # a failed call, a closed channel, ...
                     if session.stopped:
                         break
-                    what = "watch" if listed else "list"
-                    text = _error_text(exc)
-                    log.info("etcd naming %s: %s failed: %s", self.naming_target, what, text)
-                    self._note(session, table, last_watch_error=f"{what}: {text}")
-                    if not listed and table.revision == 0:
-                        await session.offer(Resolution.failed(f"etcd {what} failed: {text}"))
+                    failed = self._failed(session, table, exc, listed)
+                    if failed is not None:
+                        await session.offer(failed)
                     if await session.wait(delay):
                         break
                     delay = min(delay * 2, RETRY_MAX)
