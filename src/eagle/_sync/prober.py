@@ -38,7 +38,8 @@ from ..shell.probes import (
     health_request,
     outcome_of_answer,
     outcome_of_error,
-    watch_backoff,
+    plan_watches,
+    watch_ended,
 )
 from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
@@ -113,20 +114,14 @@ class Prober:
     def _sync_watches(self) -> None:
         """health.mode watch: one Health/Watch stream per member in use (a thread each:
         grpc's sync API reads a stream only by blocking on it)."""
-        generation = self._bal.watch_generation
-        wanted = {k: self._subs.get(k) for k in self._bal.wants_watch()}
-        # done until the members change, unless a sub-channel is not open yet
-        self._watch_generation = -1 if None in wanted.values() else generation
         with self._lock:
-            for key, w in list(self._watches.items()):
-                if wanted.get(key) is not w.sub:
-                    del self._watches[key]
-                    w.stop()
-            for key, sub in wanted.items():
-                if sub is not None and key not in self._watches:
-                    w = _Watch(self._bal, key, sub, self._request)
-                    self._watches[key] = w
-                    w.start()
+            running = {k: w.sub for k, w in self._watches.items()}
+            self._watch_generation, stop, start = plan_watches(self._bal, self._subs, running)
+            for key in stop:
+                self._watches.pop(key).stop()
+            for key, sub in start:
+                w = self._watches[key] = _Watch(self._bal, key, sub, self._request)
+                w.start()
 
     def _fetch_view(self, key: str, mem: MembershipProbe) -> None:
         sub = self._subs.get(key)
@@ -262,28 +257,17 @@ class _Watch:
         failures = 0
         mc = self.sub.multicallable(HEALTH_WATCH)
         while not self._stop.is_set():
+            err: BaseException | None = None
             try:
                 self._call = call = mc(self._request)
                 for resp in messages(call):
                     failures = 0
                     self._bal.on_watch(self.key, outcome_of_answer(resp, 0.0))
-                ended = "the server ended the stream"
-                unsupported = False
-            except grpc.RpcError as err:
-                if self._stop.is_set():
-                    return
-                code = err.code()
-                unsupported = code is grpc.StatusCode.UNIMPLEMENTED
-                ended = f"{code.name if code is not None else 'UNKNOWN'}: {err.details()}"
-            except Exception as exc:  # closed channel, ...
-                if self._stop.is_set():
-                    return
-                unsupported = False
-                ended = repr(exc)
-            log.debug("health watch of %s ended: %s", self.key, ended)
-            self._bal.watch_lost(self.key, unsupported)
-            if unsupported:
+            except Exception as exc:  # an RpcError, a closed channel, ...
+                err = exc
+            if self._stop.is_set():
                 return
             failures += 1
-            if self._stop.wait(watch_backoff(failures)):
+            delay = watch_ended(self._bal, self.key, err, failures)
+            if delay is None or self._stop.wait(delay):
                 return

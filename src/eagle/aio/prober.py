@@ -27,7 +27,8 @@ from ..shell.probes import (
     health_request,
     outcome_of_answer,
     outcome_of_error,
-    watch_backoff,
+    plan_watches,
+    watch_ended,
 )
 from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
@@ -120,18 +121,13 @@ class AioProber:
     # ----------------------------------------------------------- Watch streams
     def _sync_watches(self) -> None:
         """health.mode watch: one Health/Watch stream per member in use (a task each)."""
-        generation = self._bal.watch_generation
-        wanted = {k: self._subs.get(k) for k in self._bal.wants_watch()}
-        # done until the members change, unless a sub-channel is not open yet
-        self._watch_generation = -1 if None in wanted.values() else generation
-        for key, (had, running) in list(self._watches.items()):
-            if wanted.get(key) is not had:
-                del self._watches[key]
-                running.cancel()
+        running = {k: sub for k, (sub, _) in self._watches.items()}
+        self._watch_generation, stop, start = plan_watches(self._bal, self._subs, running)
+        for key in stop:
+            self._watches.pop(key)[1].cancel()
         loop = asyncio.get_running_loop()
-        for key, want in wanted.items():
-            if want is not None and key not in self._watches:
-                self._watches[key] = (want, loop.create_task(self._watch(key, want)))
+        for key, sub in start:
+            self._watches[key] = (sub, loop.create_task(self._watch(key, sub)))
 
     async def _watch(self, key: str, sub: SubChannel[Any]) -> None:
         """One member's Health/Watch stream: every message is fresh health; UNIMPLEMENTED
@@ -139,28 +135,20 @@ class AioProber:
         failures = 0
         mc = sub.multicallable(HEALTH_WATCH)
         while not self._stopped:
+            err: BaseException | None = None
             try:
                 async for resp in mc(self._request):
                     failures = 0
                     self._bal.on_watch(key, outcome_of_answer(resp, 0.0))
-                ended = "the server ended the stream"
-                unsupported = False
-            except asyncio.CancelledError:
-                raise
-            except grpc.aio.AioRpcError as err:
-                unsupported = err.code() is grpc.StatusCode.UNIMPLEMENTED
-                ended = f"{err.code().name}: {err.details()}"
-            except Exception as exc:  # closed channel, ...
-                unsupported = False
-                ended = repr(exc)
+            except Exception as exc:  # an AioRpcError, a closed channel, ...
+                err = exc
             if self._stopped:
                 return
-            log.debug("health watch of %s ended: %s", key, ended)
-            self._bal.watch_lost(key, unsupported)
-            if unsupported:
-                return
             failures += 1
-            await asyncio.sleep(watch_backoff(failures))
+            delay = watch_ended(self._bal, key, err, failures)
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

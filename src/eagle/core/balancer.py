@@ -177,10 +177,8 @@ class Balancer:
         self._no_traffic = None if nti is None else max(nti, config.health.interval)
         #: health.mode watch: Watch streams, slow Checks, and Checks when calls stall
         self._watch_mode = config.health.mode == "watch"
-        #: attempts in flight per member and when an attempt on it last ended (watch mode:
-        #: calls that stall on a member get it a Check at once)
-        self._inflight: dict[str, int] = {}
-        self._answered: dict[str, float] = {}
+        #: watch mode: attempts are in flight (``load`` counts them: a member whose calls
+        #: stall gets a Check at once), so the prober looks for stalls every interval
         self._busy = False
         #: called (outside the lock) when time-driven work became due earlier than planned
         #: (a probe wanted at once, an ejection or a "no leader" verdict with an end): the
@@ -575,13 +573,6 @@ class Balancer:
                     out.append(key)
         return out
 
-    def _attempt_ended(self, endpoint: str) -> None:
-        with self._lock:
-            n = self._inflight.get(endpoint, 0)
-            if n > 0:
-                self._inflight[endpoint] = n - 1
-            self._answered[endpoint] = self.clock()
-
     def _set_in_use(self, members: frozenset[str]) -> None:
         self._in_use = members
         self._watch_generation += 1
@@ -638,12 +629,13 @@ class Balancer:
         attempts are in flight at all (so the prober wakes again within an interval)."""
         interval = self.config.health.interval
         busy = False
-        for key, n in self._inflight.items():
+        answered = self.load.answered
+        for key, n in list(self.load.inflight.items()):
             if n <= 0 or key not in self._in_use:
                 continue
             busy = True
             m = self._members.get(key)
-            if m is None or m.probing or now - self._answered.get(key, now) < interval:
+            if m is None or m.probing or now - answered.get(key, now) < interval:
                 continue
             last = m.health.last_probe
             if (last is None or now - last >= interval) and m.due > now:
@@ -789,7 +781,8 @@ class Balancer:
                 leader=self._leader,
             )
             picker = self._builder(ctx)
-            self._track_load = picker.tracks_load
+            # watch mode counts attempts in flight too (stalled calls get a Check)
+            self._track_load = picker.tracks_load or self._watch_mode
             # only pickers that override done() get an outcome object per attempt
             self._picker_done = type(picker).done is not Picker.done
             self._picker = picker
@@ -854,15 +847,9 @@ class Balancer:
         else:
             if self._track_load:
                 self.load.start(ep)
-            if self._watch_mode:
-                with self._lock:
-                    n = self._inflight.get(ep, 0)
-                    if n <= 0:  # stalls are counted from the first attempt out
-                        self._answered[ep] = self.clock()
-                    self._inflight[ep] = n + 1
-                    woke, self._busy = not self._busy, True
-                if woke:  # calls are out: the prober looks for stalls every interval
-                    self._notify_due()
+            if self._watch_mode and not self._busy:
+                self._busy = True  # calls are out: the prober looks for stalls
+                self._notify_due()
         if self.observers.pick:
             self.observers.emit_pick(ep, method)
         return ep
@@ -878,8 +865,6 @@ class Balancer:
         ``details`` the error details, if any). Failures are better reported with
         :meth:`attempt_failed`, which also knows how far the attempt got."""
         picker = self._picker
-        if self._watch_mode:
-            self._attempt_ended(endpoint)
         if picker is not None:
             if self._track_load:
                 self.load.finish(endpoint, latency)
@@ -911,8 +896,6 @@ class Balancer:
     def release(self, endpoint: str, latency: float | None = None) -> None:
         """An attempt picked on ``endpoint`` ended without a verdict on the member (the
         application cancelled it, or it was never sent): only the load accounting."""
-        if self._watch_mode:
-            self._attempt_ended(endpoint)
         if self._track_load and self._picker is not None:
             self.load.finish(endpoint, latency if latency is not None else 0.0)
 

@@ -76,12 +76,19 @@ class LoadTracker:
         self.clock = clock
         self._lock = threading.Lock()
         self.inflight: dict[str, int] = {}
+        #: when a member last answered: an attempt on it ended, or (counting from then)
+        #: its first attempt went out while none was in flight. Health watch mode gives a
+        #: member whose attempts have been out an interval with no answer a Check at once.
+        self.answered: dict[str, float] = {}
         self._ewma: dict[str, tuple[float, float]] = {}  # endpoint -> (estimate, stamp)
 
     def start(self, endpoint: str) -> None:
         """Count a call as in flight on ``endpoint``."""
         with self._lock:
-            self.inflight[endpoint] = self.inflight.get(endpoint, 0) + 1
+            n = self.inflight.get(endpoint, 0)
+            if n <= 0:
+                self.answered[endpoint] = self.clock()
+            self.inflight[endpoint] = n + 1
 
     def finish(self, endpoint: str, latency: float) -> None:
         """Count a call as finished and fold its latency into the peak EWMA."""
@@ -89,6 +96,7 @@ class LoadTracker:
         with self._lock:
             n = self.inflight.get(endpoint, 0)
             self.inflight[endpoint] = n - 1 if n > 0 else 0
+            self.answered[endpoint] = now
             est, stamp = self._ewma.get(endpoint, (latency, now))
             if latency > est:
                 est = latency  # peak: jump up at once

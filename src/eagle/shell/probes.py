@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import grpc
 from grpc_health.v1 import health_pb2
 
 from ..core.health import ProbeOutcome, ProbeResult, classify_probe
 from ..core.retry import Delivery
 from .outcomes import delivery_of
-from .subchannels import MethodKey
+from .subchannels import MethodKey, SubChannel
+
+if TYPE_CHECKING:
+    from ..core.balancer import Balancer
 
 __all__ = [
     "HEALTH_CHECK",
@@ -19,9 +25,13 @@ __all__ = [
     "health_request",
     "outcome_of_answer",
     "outcome_of_error",
+    "plan_watches",
     "serving_status",
     "watch_backoff",
+    "watch_ended",
 ]
+
+log = logging.getLogger("eagle.prober")
 
 #: the multicallable key of ``grpc.health.v1.Health/Check``
 HEALTH_CHECK: MethodKey = (
@@ -51,6 +61,44 @@ def watch_backoff(failures: int) -> float:
     """Seconds before re-opening a Watch stream that broke ``failures`` times in a row."""
     first, factor, cap = WATCH_BACKOFF
     return min(cap, first * factor ** max(0, failures - 1))
+
+
+def plan_watches(
+    bal: Balancer, subs: Mapping[str, SubChannel[Any]], running: Mapping[str, SubChannel[Any]]
+) -> tuple[int, list[str], list[tuple[str, SubChannel[Any]]]]:
+    """Which Health/Watch streams to stop and start so the members in use that want one
+    (:meth:`Balancer.wants_watch`) have one on their current sub-channel. ``running``:
+    member -> the sub-channel its stream is on. Returns (the generation the streams now
+    match, -1 while a wanted member has no sub-channel yet; members whose stream to stop;
+    (member, sub-channel) streams to start)."""
+    generation = bal.watch_generation
+    wanted = {k: subs.get(k) for k in bal.wants_watch()}
+    stop = [k for k, sub in running.items() if wanted.get(k) is not sub]
+    start = [
+        (k, sub)
+        for k, sub in wanted.items()
+        if sub is not None and (k not in running or running[k] is not sub)
+    ]
+    return (-1 if None in wanted.values() else generation), stop, start
+
+
+def watch_ended(bal: Balancer, key: str, err: BaseException | None, failures: int) -> float | None:
+    """A member's Health/Watch stream ended (``err`` None: the server ended it), for the
+    ``failures``-th time in a row: tell the balancer (the member is probed again at
+    once). Returns the seconds before re-opening it, or None when the server does not
+    implement Watch (the member is left to Checks)."""
+    unsupported = False
+    if err is None:
+        ended = "the server ended the stream"
+    elif isinstance(err, grpc.RpcError):
+        code = err.code()
+        unsupported = code is grpc.StatusCode.UNIMPLEMENTED
+        ended = f"{code.name if code is not None else 'UNKNOWN'}: {err.details()}"
+    else:  # a closed channel, ...
+        ended = repr(err)
+    log.debug("health watch of %s ended: %s", key, ended)
+    bal.watch_lost(key, unsupported)
+    return None if unsupported else watch_backoff(failures)
 
 
 def health_request(service: str) -> Any:
