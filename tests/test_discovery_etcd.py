@@ -216,6 +216,11 @@ def test_etcdctl_registration_is_discovered(
         warnings = [r for r in caplog.records if "junk" in r.getMessage()]
         assert len(warnings) == 1
         # PUT with Op 1 still means present (the Go reader ignores Op on PUTs); DELETE: gone
+        etcdctl(etcd, "put", f"{target}/{a}", json.dumps({"Op": 1, "Addr": a}))
+        etcdctl(etcd, "put", f"{target}/marker", json.dumps({"Op": 0, "Addr": "127.0.0.1:1"}))
+        wait_until(lambda: "127.0.0.1:1" in ch.endpoints, 5, "the marker discovered")
+        assert a in ch.endpoints  # the Op 1 PUT, applied before the marker, kept it
+        etcdctl(etcd, "del", f"{target}/marker")
         etcdctl(etcd, "del", f"{target}/{a}")
         wait_until(lambda: set(ch.endpoints) == {b}, 5, "a removed")
         disc = ch.status().discovery

@@ -145,7 +145,10 @@ def test_aio_drain_is_pushed_and_frozen_member_with_calls_is_out(cluster: LocalC
             while not all(s.serving for s in ch.status().values()):
                 assert time.monotonic() < deadline, "members never SERVING"
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.5)  # the Watch streams are up
+            members = [ch.balancer._members[e] for e in cluster.endpoints]
+            while not all(m.watch_live for m in members):  # the Watch streams are up
+                assert time.monotonic() < deadline, "Watch streams never up"
+                await asyncio.sleep(0.02)
             drained = cluster.endpoints[1]
             start = time.monotonic()
             cluster.drain(1)
@@ -281,6 +284,9 @@ def test_watch_streams_with_keepalive_above_the_servers_floor_draw_no_goaway(
         wait_until(lambda: len(opened) >= 1, 10, "the Watch stream")
         member = ch.balancer._members[address]
         wait_until(lambda: member.watch_live, 5, "the first Watch message")
+        # the sub-channel does ping (every 1.5 s): a quiet stream here is not one unpinged
+        [ep] = ch.balancer.endpoints
+        assert ("grpc.keepalive_time_ms", 1500) in ch._sub_options(ep)
         time.sleep(8.0)  # 5 pings; a third strike would have ended the stream
         assert len(opened) == 1 and member.watch_live
         assert ch.status()[address].serving

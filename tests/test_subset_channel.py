@@ -136,6 +136,7 @@ def test_aio_only_subset_members_get_calls() -> None:
                 (await stub.Unary(echo_pb2.EchoRequest(), timeout=5)).server for _ in range(24)
             }
             assert served == {f"m{cluster.endpoints.index(m)}" for m in members}
+            assert connections_to(_port(members[0])) >= 1  # the count sees connections
             for e in cluster.endpoints:
                 if e not in members:
                     assert connections_to(_port(e)) == 0
