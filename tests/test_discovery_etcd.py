@@ -406,3 +406,29 @@ def test_aio_etcd_discovery(etcd: EtcdCluster, servers: LocalCluster) -> None:
                 etcd.restart(w)
 
     asyncio.run(main())
+
+
+def test_listing_reads_every_page(etcd: EtcdCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With 2 keys a page, 5 registrations take 3 Range pages: sync and asyncio listings
+    both find all 5 (and nothing past the prefix)."""
+    import eagle.providers.etcd_naming as naming
+
+    monkeypatch.setattr(naming, "PAGE", 2)
+    target = _target()
+    eps = [f"127.0.0.1:{20000 + i}" for i in range(5)]
+    for ep in eps:
+        etcdctl(etcd, "put", f"{target}/{ep}", _value(ep))
+    etcdctl(etcd, "put", f"{target}0/127.0.0.1:1", _value("127.0.0.1:1"))  # past the prefix
+    cfg = _config(etcd, health={"interval": 5.0, "timeout": 1.0})
+    with eagle.insecure_channel(f"etcd:///{target}", config=cfg) as ch:
+        wait_until(lambda: len(ch.endpoints) >= 5, 5, "5 discovered")
+        assert set(ch.endpoints) == set(eps)
+
+    async def main() -> set[str]:
+        async with eagle.aio.insecure_channel(f"etcd:///{target}", config=cfg) as ach:
+            deadline = time.monotonic() + 5
+            while len(ach.endpoints) < 5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return set(ach.endpoints)
+
+    assert asyncio.run(main()) == set(eps)

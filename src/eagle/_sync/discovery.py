@@ -110,13 +110,8 @@ class Discovery:
             return
         with self._cond:
             change = self.members.offer(resolution)
-            if resolution.error is None and resolution.endpoints:
-                self._bal.members_note = None
-            elif not self.members.endpoints:
-                self._bal.members_note = (
-                    f"discovery {self.provider.name} {self.members.target}: "
-                    f"{self.members.last_error}"
-                )
+            bal = self._bal
+            bal.members_note = self.members.note(resolution, self.provider.name, bal.members_note)
         if change is not None:
             try:
                 self._apply(change.endpoints)
@@ -194,10 +189,7 @@ class Discovery:
                 res = self.provider.resolve()
             except Exception as exc:
                 log.debug("discovery resolve raised", exc_info=True)
-                res = Resolution.failed(f"resolver failed: {exc!r}")
-            ok = res.error is None and bool(res.endpoints)
+                res = Resolution.raised(exc)
             with self._cond:
-                sched.finished(ok, res.ttl)
-                self.members.detail["next_resolution_at"] = sched.due_at
-                self.members.detail["early_requests"] = sched.early_requests
+                self.members.polled(sched, res)
             self.offer(res)

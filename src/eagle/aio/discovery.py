@@ -111,12 +111,8 @@ class Discovery:
         if self._stopped:
             return
         change = self.members.offer(resolution)
-        if resolution.error is None and resolution.endpoints:
-            self._bal.members_note = None
-        elif not self.members.endpoints:
-            self._bal.members_note = (
-                f"discovery {self.provider.name} {self.members.target}: {self.members.last_error}"
-            )
+        bal = self._bal
+        bal.members_note = self.members.note(resolution, self.provider.name, bal.members_note)
         if change is not None:
             try:
                 await self._apply(change.endpoints)
@@ -204,8 +200,6 @@ class Discovery:
                 raise
             except Exception as exc:
                 log.debug("discovery resolve raised", exc_info=True)
-                res = Resolution.failed(f"resolver failed: {exc!r}")
-            sched.finished(res.error is None and bool(res.endpoints), res.ttl)
-            self.members.detail["next_resolution_at"] = sched.due_at
-            self.members.detail["early_requests"] = sched.early_requests
+                res = Resolution.raised(exc)
+            self.members.polled(sched, res)
             await self.offer(res)

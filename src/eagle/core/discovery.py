@@ -184,6 +184,16 @@ class Resolution:
         """A failed resolution."""
         return cls(error=error)
 
+    @classmethod
+    def raised(cls, exc: BaseException) -> Resolution:
+        """The failed resolution of a provider that raised ``exc``."""
+        return cls(error=f"resolver failed: {exc!r}")
+
+    @property
+    def usable(self) -> bool:
+        """True when it names members and no error."""
+        return self.error is None and bool(self.endpoints)
+
 
 @dataclass(frozen=True, slots=True)
 class MemberChange:
@@ -274,6 +284,22 @@ class MemberSet:
         self.failures = 0
         self.changes = 0
         self.detail: dict[str, Any] = {}
+
+    def note(self, res: Resolution, provider: str, current: str | None) -> str | None:
+        """Why the channel has no members, for its "no member" errors, after ``res``:
+        None once a resolution is usable, the last error while none ever was, else
+        ``current`` (a set in force hides a later failure)."""
+        if res.usable:
+            return None
+        if not self.endpoints:
+            return f"discovery {provider} {self.target}: {self.last_error}"
+        return current
+
+    def polled(self, schedule: ResolveSchedule, res: Resolution) -> None:
+        """A poll of ``schedule`` ended with ``res``: plan the next one and show when."""
+        schedule.finished(res.usable, res.ttl)
+        self.detail["next_resolution_at"] = schedule.due_at
+        self.detail["early_requests"] = schedule.early_requests
 
     def offer(self, res: Resolution) -> MemberChange | None:
         """Fold in one resolution; the change to apply, or None (nothing to change)."""

@@ -176,32 +176,22 @@ class DnsProvider(DiscoveryProvider):
         import dns.resolver
 
         r = self._resolver(dns.resolver)
+        targets: list[_Target]
         try:
-            targets = self._srv_targets(r) if self.srv else [(self.host, self.port, None)]
+            targets = (
+                _srv_targets(r.resolve(self.host, "SRV", search=False))
+                if self.srv
+                else [(self.host, self.port, None)]
+            )
         except dns.exception.DNSException as exc:
             return Resolution.failed(f"SRV {self.host}: {_dns_error(exc)}")
-        addrs: list[str] = []
-        ttls: list[int] = [t for *_, t in targets if t is not None]
-        errors: list[str] = []
-        for host, port, _ in targets:
-            for rdtype in _RDTYPES[self.family]:
-                try:
-                    ans = r.resolve(host, rdtype, search=False)
-                except dns.exception.DNSException as exc:
-                    # one family failing is fine while the other answers (gRPC's c-ares
-                    # resolver uses whichever of A and AAAA came back)
-                    errors.append(f"{rdtype} {host}: {_dns_error(exc)}")
-                    continue
-                ttls.append(ans.rrset.ttl)
-                addrs += [format_host_port(rd.address, port) for rd in ans]
-        if not addrs:
-            return Resolution.failed("; ".join(errors) or f"{self.host}: no addresses")
-        return Resolution(_sorted_unique(addrs), ttl=self._ttl(ttls))
-
-    def _srv_targets(self, r: Any) -> list[tuple[str, int, int | None]]:
-        ans = r.resolve(self.host, "SRV", search=False)
-        ttl = ans.rrset.ttl
-        return [(str(rd.target).rstrip("."), int(rd.port), ttl) for rd in ans]
+        answers: list[tuple[_Query, Any]] = []
+        for q in self._queries(targets):
+            try:
+                answers.append((q, r.resolve(q[1], q[0], search=False)))
+            except dns.exception.DNSException as exc:
+                answers.append((q, exc))
+        return self._fold(targets, answers)
 
     async def _resolve_dnspython_async(self) -> Resolution:
         import dns.asyncresolver
@@ -209,30 +199,55 @@ class DnsProvider(DiscoveryProvider):
         import dns.resolver
 
         r = self._resolver(dns.asyncresolver)
-        targets: list[tuple[str, int, int | None]]
+        targets: list[_Target]
         try:
-            if self.srv:
-                ans = await r.resolve(self.host, "SRV", search=False)
-                targets = [(str(rd.target).rstrip("."), int(rd.port), ans.rrset.ttl) for rd in ans]
-            else:
-                targets = [(self.host, self.port, None)]
+            targets = (
+                _srv_targets(await r.resolve(self.host, "SRV", search=False))
+                if self.srv
+                else [(self.host, self.port, None)]
+            )
         except dns.exception.DNSException as exc:
             return Resolution.failed(f"SRV {self.host}: {_dns_error(exc)}")
+        answers: list[tuple[_Query, Any]] = []
+        for q in self._queries(targets):
+            try:
+                answers.append((q, await r.resolve(q[1], q[0], search=False)))
+            except dns.exception.DNSException as exc:
+                answers.append((q, exc))
+        return self._fold(targets, answers)
+
+    def _queries(self, targets: list[_Target]) -> list[_Query]:
+        """The address lookups for ``targets``: (record type, host, port)."""
+        return [(rdtype, h, p) for h, p, _ in targets for rdtype in _RDTYPES[self.family]]
+
+    def _fold(self, targets: list[_Target], answers: list[tuple[_Query, Any]]) -> Resolution:
+        """The resolution from each lookup's answer (or the exception it raised). One
+        family failing is fine while the other answers (gRPC's c-ares resolver uses
+        whichever of A and AAAA came back); the shortest TTL seen counts."""
         addrs: list[str] = []
         ttls: list[int] = [t for *_, t in targets if t is not None]
         errors: list[str] = []
-        for host, port, _ in targets:
-            for rdtype in _RDTYPES[self.family]:
-                try:
-                    ans = await r.resolve(host, rdtype, search=False)
-                except dns.exception.DNSException as exc:
-                    errors.append(f"{rdtype} {host}: {_dns_error(exc)}")
-                    continue
-                ttls.append(ans.rrset.ttl)
-                addrs += [format_host_port(rd.address, port) for rd in ans]
+        for (rdtype, host, port), ans in answers:
+            if isinstance(ans, BaseException):
+                errors.append(f"{rdtype} {host}: {_dns_error(ans)}")
+                continue
+            ttls.append(ans.rrset.ttl)
+            addrs += [format_host_port(rd.address, port) for rd in ans]
         if not addrs:
             return Resolution.failed("; ".join(errors) or f"{self.host}: no addresses")
         return Resolution(_sorted_unique(addrs), ttl=self._ttl(ttls))
+
+
+#: an SRV target or the name itself: (host, port, the SRV record's TTL or None)
+_Target = tuple[str, int, "int | None"]
+#: one address lookup: (record type, host, port)
+_Query = tuple[str, str, int]
+
+
+def _srv_targets(ans: Any) -> list[_Target]:
+    """The (host, port, TTL) targets of an SRV answer."""
+    ttl = ans.rrset.ttl
+    return [(str(rd.target).rstrip("."), int(rd.port), ttl) for rd in ans]
 
 
 def _dns_error(exc: BaseException) -> str:

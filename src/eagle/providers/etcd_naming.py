@@ -98,10 +98,36 @@ def etcd_channel_config(
     }
 
 
-def _range_request(table: NamingTable, start: bytes, revision: int) -> etcd_pb2.RangeRequest:
-    return etcd_pb2.RangeRequest(
-        key=start, range_end=table.range_end, limit=PAGE, revision=revision
-    )
+class _RangePager:
+    """Reads every key under a naming table's prefix in pages of :data:`PAGE`, all at the
+    revision of the first page; both listing loops only send :meth:`request` until
+    :meth:`feed` says the last page came."""
+
+    def __init__(self, table: NamingTable) -> None:
+        self._table = table
+        self._start = table.prefix
+        self._revision = 0
+        self._kvs: list[tuple[bytes, bytes, int]] = []
+
+    def request(self) -> etcd_pb2.RangeRequest:
+        """The next page's request."""
+        return etcd_pb2.RangeRequest(
+            key=self._start,
+            range_end=self._table.range_end,
+            limit=PAGE,
+            revision=self._revision,
+        )
+
+    def feed(self, resp: etcd_pb2.RangeResponse) -> bool:
+        """Take one page; True when more follow. After the last one the table holds them."""
+        if self._revision == 0:
+            self._revision = int(resp.header.revision)
+        self._kvs += [(bytes(kv.key), bytes(kv.value), int(kv.mod_revision)) for kv in resp.kvs]
+        if resp.more and resp.kvs:
+            self._start = bytes(resp.kvs[-1].key) + b"\x00"
+            return True
+        self._table.reset(self._kvs, self._revision)
+        return False
 
 
 def _watch_request(table: NamingTable) -> etcd_pb2.WatchRequest:
@@ -262,20 +288,14 @@ class EtcdNamingProvider(DiscoveryProvider):
             request_serializer=etcd_pb2.RangeRequest.SerializeToString,
             response_deserializer=etcd_pb2.RangeResponse.FromString,
         )
-        kvs: list[tuple[bytes, bytes, int]] = []
-        start, revision = table.prefix, 0
-        while True:
-            resp = cast(
+        pager = _RangePager(table)
+        while pager.feed(
+            cast(
                 etcd_pb2.RangeResponse,
-                rng(_range_request(table, start, revision), timeout=self.config.etcd.timeout),
+                rng(pager.request(), timeout=self.config.etcd.timeout),
             )
-            if revision == 0:
-                revision = int(resp.header.revision)
-            kvs += [(bytes(kv.key), bytes(kv.value), int(kv.mod_revision)) for kv in resp.kvs]
-            if not resp.more or not resp.kvs:
-                break
-            start = bytes(resp.kvs[-1].key) + b"\x00"
-        table.reset(kvs, revision)
+        ):
+            pass
         self.lists += 1
 
     def _watch_once(self, ch: Channel, table: NamingTable, session: DiscoverySession) -> None:
@@ -374,19 +394,9 @@ class EtcdNamingProvider(DiscoveryProvider):
             request_serializer=etcd_pb2.RangeRequest.SerializeToString,
             response_deserializer=etcd_pb2.RangeResponse.FromString,
         )
-        kvs: list[tuple[bytes, bytes, int]] = []
-        start, revision = table.prefix, 0
-        while True:
-            resp = await rng(
-                _range_request(table, start, revision), timeout=self.config.etcd.timeout
-            )
-            if revision == 0:
-                revision = int(resp.header.revision)
-            kvs += [(bytes(kv.key), bytes(kv.value), int(kv.mod_revision)) for kv in resp.kvs]
-            if not resp.more or not resp.kvs:
-                break
-            start = bytes(resp.kvs[-1].key) + b"\x00"
-        table.reset(kvs, revision)
+        pager = _RangePager(table)
+        while pager.feed(await rng(pager.request(), timeout=self.config.etcd.timeout)):
+            pass
         self.lists += 1
 
     async def _watch_once_async(
