@@ -36,6 +36,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _etcd_history import assert_exactly_once
 from _support import wait_until
 
 import eagle
@@ -46,7 +47,6 @@ from eagle.testing.etcd import (
     etcd_unavailable_reason,
     put,
     status,
-    watch,
 )
 from eagle.testing.v1 import etcdkv_pb2 as kv
 
@@ -358,30 +358,6 @@ def _naive_watcher(ch: eagle.Channel, key: bytes, start_rev: int, stop: threadin
     return w
 
 
-def _history(endpoint: str, key: bytes, start: int, last: int) -> list[int]:
-    """Every revision of ``key`` from ``start`` to ``last`` (ground truth, plain grpcio)."""
-    out: list[int] = []
-    with grpc.insecure_channel(endpoint) as ch:
-        call, events = watch(ch, key, start_revision=start, timeout=10)
-        try:
-            for ev in events:
-                out.append(int(ev.kv.mod_revision))
-                if out[-1] >= last:
-                    break
-        finally:
-            call.cancel()
-    return out
-
-
-def _assert_exactly_once(w: Watcher, writer: Writer, truth_from: str, key: bytes) -> None:
-    assert w.error is None, f"{w.name}: {w.error!r}"
-    revs = w.revisions
-    assert revs == sorted(set(revs)), f"{w.name}: events duplicated or out of order"
-    missing = set(writer.revisions) - set(revs)
-    assert not missing, f"{w.name}: {len(missing)} acknowledged puts never reached it"
-    assert revs == _history(truth_from, key, revs[0], revs[-1]), f"{w.name}: not etcd's history"
-
-
 # ---------------------------------------------------------------- the fault
 @dataclass
 class QuorumLoss:
@@ -507,8 +483,8 @@ def test_cluster_wide_election_keeps_streams_open_and_reads_waiting(
     # waited for the election rather than failing
     assert not readers.failed, readers.failed[:5]
     assert waited, "no read was in flight across the leaderless stretch"
-    _assert_exactly_once(resumable_w, writer, lead_ep, key)
-    _assert_exactly_once(naive_w, writer, lead_ep, key)
+    assert_exactly_once(resumable_w, writer.revisions, lead_ep, key, resumable_w.name)
+    assert_exactly_once(naive_w, writer.revisions, lead_ep, key, naive_w.name)
 
 
 # ---------------------------------------------------------------- b

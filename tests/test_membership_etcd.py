@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _etcd_history import assert_exactly_once
 from _support import wait_until
 
 import eagle
@@ -33,7 +34,6 @@ from eagle.testing.etcd import (
     cleanup_iptables,
     etcd_unavailable_reason,
     put,
-    watch,
 )
 from eagle.testing.v1 import etcdkv_pb2 as kv
 
@@ -146,31 +146,6 @@ class Writer:
         self._thread.join(10)
 
 
-def _history(endpoint: str, key: bytes, start: int, last: int) -> list[int]:
-    """Every revision of ``key`` from ``start`` to ``last`` (ground truth, plain grpcio)."""
-    out: list[int] = []
-    with grpc.insecure_channel(endpoint) as ch:
-        call, events = watch(ch, key, start_revision=start, timeout=10)
-        try:
-            for ev in events:
-                out.append(int(ev.kv.mod_revision))
-                if out[-1] >= last:
-                    break
-        finally:
-            call.cancel()
-    return out
-
-
-def _assert_exactly_once(w: Watcher, writer: Writer, truth_from: str, key: bytes) -> None:
-    assert w.error is None, w.error
-    revs = w.revisions
-    assert revs == sorted(set(revs)), "events duplicated or out of order"
-    missing = set(writer.revisions) - set(revs)
-    assert not missing, f"{len(missing)} acknowledged puts never reached the watcher"
-    truth = _history(truth_from, key, revs[0], revs[-1])
-    assert revs == truth
-
-
 def test_partition_moves_the_watch_and_reads(cluster: EtcdCluster) -> None:
     leader = cluster.leader()
     lead_ep = cluster.endpoints[leader]
@@ -272,7 +247,7 @@ def test_partition_moves_the_watch_and_reads(cluster: EtcdCluster) -> None:
             print("read failed:", line)
         print(f"cut at {t_cut:.2f}, out of rotation at {left_at[0]:.2f}, healed at {t_heal:.2f}")
         assert total > 100 and reads["failed"] <= total * 0.01
-        _assert_exactly_once(watcher, writer, lead_ep, key)
+        assert_exactly_once(watcher, writer.revisions, lead_ep, key)
 
 
 def test_frozen_member_ends_and_resumes_the_watch(cluster: EtcdCluster) -> None:
@@ -313,7 +288,7 @@ def test_frozen_member_ends_and_resumes_the_watch(cluster: EtcdCluster) -> None:
         wait_until(lambda: bool(watcher.revisions) and watcher.revisions[-1] >= last, 10, "catchup")
         watcher.stream.cancel()
         wthread.join(5)
-        _assert_exactly_once(watcher, writer, lead_ep, key)
+        assert_exactly_once(watcher, writer.revisions, lead_ep, key)
 
 
 def test_discovery_from_member_list(cluster: EtcdCluster) -> None:

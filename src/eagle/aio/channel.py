@@ -27,6 +27,7 @@ from .connectivity import ConnectivityWatcher
 from .discovery import Discovery
 from .interceptors import intercepted_call, split_interceptors
 from .prober import AioProber
+from .timers import call_in_loop
 
 __all__ = ["Channel", "MultiCallable", "insecure_channel", "secure_channel"]
 
@@ -109,17 +110,8 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
         self._sync_pool()
 
     def _on_subset(self, added: list[str], removed: list[str]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return  # not started: _start() opens what is in use then
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._sync_pool()
-        else:
-            loop.call_soon_threadsafe(self._sync_pool)
+        # not started: _start() opens what is in use then
+        call_in_loop(self._loop, self._sync_pool)
 
     def _sync_pool(self) -> None:
         """Open sub-channels for the members in use and retire the others (in the loop)."""
@@ -145,17 +137,7 @@ class Channel(ChannelBase, grpc.aio.Channel):  # type: ignore[misc]
 
     # ------------------------------------------------------------ waiting
     def _changed(self) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._wake()
-        else:
-            loop.call_soon_threadsafe(self._wake)
+        call_in_loop(self._loop, self._wake)
 
     def _wake(self) -> None:
         waiters = self._waiters + self._state_waiters

@@ -21,6 +21,7 @@ from ..core.balancer import Balancer
 from ..core.discovery import DiscoveryStatus, MemberSet, Resolution, ResolveSchedule
 from ..core.status import State, Transition
 from ..providers.discovery import DiscoveryProvider
+from .timers import call_in_loop
 
 __all__ = ["Discovery"]
 
@@ -151,17 +152,7 @@ class Discovery:
         """A member became unreachable: resolve again soon (any thread; no I/O)."""
         if t.new is not State.UNREACHABLE:
             return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._request()
-        else:
-            loop.call_soon_threadsafe(self._request)
+        call_in_loop(self._loop, self._request)
 
     def _request(self) -> None:
         if self.schedule.request() and self._wakeup is not None:

@@ -32,6 +32,7 @@ from ..shell.probes import (
 )
 from ..shell.scheduling import JOB_DEFAULTS, DueTimer, scheduler_logger
 from ..shell.subchannels import SubChannel
+from .timers import call_in_loop
 
 __all__ = ["AioProber"]
 
@@ -78,17 +79,8 @@ class AioProber:
     def wake(self) -> None:
         """Work became due earlier than planned: re-arm for the balancer's next wake-up
         (thread-safe: the balancer may call it from another thread)."""
-        loop = self._loop
-        if loop is None or self._stopped or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._rearm()
-        else:
-            loop.call_soon_threadsafe(self._rearm)
+        if not self._stopped:
+            call_in_loop(self._loop, self._rearm)
 
     def _rearm(self) -> None:
         timer = self._timer

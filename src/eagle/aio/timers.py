@@ -8,8 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
-__all__ = ["cancelled_within"]
+__all__ = ["call_in_loop", "cancelled_within"]
+
+
+def call_in_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], None]) -> None:
+    """Run ``fn`` in ``loop`` from any thread: at once when called in it, else soon;
+    nothing when the loop is not there (yet) or closed."""
+    if loop is None or loop.is_closed():
+        return
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn()
+    else:
+        loop.call_soon_threadsafe(fn)
 
 
 async def cancelled_within(event: asyncio.Event, delay: float) -> bool:
