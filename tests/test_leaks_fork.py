@@ -101,9 +101,16 @@ FORK_SCRIPT = """
 import os, sys
 import eagle
 from eagle.testing.v1 import echo_pb2, echo_pb2_grpc
-ch = eagle.insecure_channel(sys.argv[1].split(","), config={"health": {"interval": 0.05}})
+import time
+ch = eagle.insecure_channel(sys.argv[1].split(","), config={"health": {"interval": 5.0}})
 stub = echo_pb2_grpc.EchoStub(ch)
 stub.Unary(echo_pb2.EchoRequest(), timeout=5)
+# fork between probes: grpcio's own post-fork handler can deadlock on a lock a thread
+# held for an RPC in flight at the fork (grpc supports fork only with no RPC active)
+deadline = time.monotonic() + 10
+while any(s.last_probe is None for s in ch.status().values()) and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(0.2)
 r, w = os.pipe()
 pid = os.fork()
 if pid == 0:  # child: report through the pipe, then leave at once

@@ -191,13 +191,16 @@ class Channel(ChannelBase, grpc.Channel):  # type: ignore[misc]
     def close(self) -> None:
         """Stop probing and close every sub-channel (calls in flight end with CANCELLED,
         as grpc's do). Idempotent and thread-safe."""
+        if self._generation != generation():
+            # forked child: grpc state, the prober thread and any lock a parent thread
+            # held at the fork belong to the parent; take none of them
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             subs = self._pool.all()
-        if self._generation != generation():
-            return  # forked child: grpc state and the prober thread belong to the parent
         if self._discovery is not None:
             self._discovery.stop()
         self._prober.stop()
